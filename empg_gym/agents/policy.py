@@ -394,8 +394,11 @@ class LLMPolicy:
     ) -> TokenScores:
         """Recompute log-probs (and entropies) of given responses under the current weights, with gradients.
 
-        Each row is ``prompt + response``, right-padded; logits at the positions before each response token give
-        ``log softmax(z/T)[y_t]``. Use ``torch.no_grad()`` around the call when no gradient is needed.
+        Prompts are left-padded and responses right-padded, so every response occupies the same last ``T_max``
+        columns; the LM head then runs on those columns only (``logits_to_keep``), not on the whole sequence,
+        which on ~500-token step prompts saves a quarter of the update's compute and most of its memory. Logits at
+        the position before each response token give ``log softmax(z/T)[y_t]``. Use ``torch.no_grad()`` around the
+        call when no gradient is needed.
 
         Args:
             prompt_ids: ``N`` tensors ``(P_i,)``.
@@ -418,28 +421,29 @@ class LLMPolicy:
         if any(r.numel() == 0 for r in response_ids):
             raise ConfigError("A response is empty; every scored response needs at least one token.")
         device = self.device
-        n = len(prompt_ids)
-        lengths = [(p.numel(), r.numel()) for p, r in zip(prompt_ids, response_ids, strict=True)]
-        width = max(p + r for p, r in lengths)
-        t_max = max(r for _, r in lengths)
-        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((n, width), dtype=torch.long)
-        gather_pos = torch.zeros((n, t_max), dtype=torch.long)
+        prompts = [p.flatten().long().cpu() for p in prompt_ids]
+        responses = [r.flatten().long().cpu() for r in response_ids]
+        n, t_max = len(prompts), max(r.numel() for r in responses)
+        prompt_part, prompt_attention = _left_pad(prompts, self.pad_token_id)
         targets = torch.full((n, t_max), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((n, t_max), dtype=torch.bool)
-        for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
-            seq = torch.cat([p.flatten().long().cpu(), r.flatten().long().cpu()])
-            input_ids[i, : seq.numel()] = seq
-            attention[i, : seq.numel()] = 1
-            P, T = lengths[i]
-            gather_pos[i, :T] = torch.arange(P - 1, P - 1 + T)
-            targets[i, :T] = r.flatten().long().cpu()
-            mask[i, :T] = True
+        for i, r in enumerate(responses):
+            targets[i, : r.numel()] = r
+            mask[i, : r.numel()] = True
+        input_ids = torch.cat([prompt_part, targets], dim=1).to(device)
+        attention = torch.cat([prompt_attention, mask.long()], dim=1).to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
         net = model if model is not None else self.model
-        out = net(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False)
-        idx = gather_pos.to(device)[..., None].expand(-1, -1, out.logits.shape[-1])
-        logits = out.logits.gather(1, idx).float() / temperature  # (N, T_max, V)
-        logp_all = torch.log_softmax(logits, dim=-1)
+        kwargs = {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions, "use_cache": False}
+        # Column P_max - 1 + t predicts response token t: keep the last T_max + 1 columns, drop the final one.
+        if self._logits_to_keep_ok:
+            try:
+                logits = net(**kwargs, logits_to_keep=t_max + 1).logits[:, :t_max]
+            except TypeError:
+                self._logits_to_keep_ok = False
+        if not self._logits_to_keep_ok:
+            logits = net(**kwargs).logits[:, -(t_max + 1) : -1]
+        logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)  # (N, T_max, V)
         mask = mask.to(device)
         log_probs = logp_all.gather(-1, targets.to(device)[..., None]).squeeze(-1) * mask
         entropies = None

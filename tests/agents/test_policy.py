@@ -85,6 +85,28 @@ def test_behaviour_log_probs_and_entropies_match_rescoring(tiny):
         torch.testing.assert_close(scores.entropies[i, : g.num_tokens], g.entropies, atol=1e-4, rtol=1e-4)
 
 
+def test_scoring_in_a_ragged_batch_equals_scoring_alone(tiny):
+    """Left-padded prompts and right-padded responses give each row the values and gradients it has alone."""
+    prompts = tiny.encode_prompts(["Hi.", "A much longer prompt than the first one, with more words in it."])
+    responses = [torch.tensor(tiny.tokenizer("<action>go east</action>")["input_ids"]), torch.tensor([65, 66])]
+    tiny.model.train()
+    batched = tiny.score(prompts, responses)
+    (batched.log_probs.sum() + batched.entropies.sum()).backward()
+    batched_grad = tiny.model.model.layers[0].self_attn.q_proj.weight.grad.clone()
+    tiny.model.zero_grad()
+    alone_grad = torch.zeros_like(batched_grad)
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        alone = tiny.score([p], [r])
+        torch.testing.assert_close(batched.log_probs[i, : r.numel()], alone.log_probs[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batched.entropies[i, : r.numel()], alone.entropies[0], atol=1e-5, rtol=1e-5)
+        assert not batched.mask[i, r.numel():].any() and float(batched.log_probs[i, r.numel():].abs().sum()) == 0
+        (alone.log_probs.sum() + alone.entropies.sum()).backward()
+        alone_grad += tiny.model.model.layers[0].self_attn.q_proj.weight.grad
+        tiny.model.zero_grad()
+    assert torch.isfinite(batched_grad).all()
+    torch.testing.assert_close(batched_grad, alone_grad, atol=1e-5, rtol=1e-4)
+
+
 def test_left_padding_does_not_change_a_prompts_greedy_answer(tiny):
     cfg = GenerationConfig(max_new_tokens=10, do_sample=False, stop=())
     alone = tiny.generate([PROMPTS[3]], cfg)[0]
