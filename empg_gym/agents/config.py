@@ -52,6 +52,9 @@ class TrainConfig:
         temperature: Sampling temperature (log-probs and entropies are taken at it).
         history_length: Past observation/action pairs in the prompt (verl-agent: 2).
         require_think: Whether a well-formed response needs ``<think>...</think>``.
+        system_prompt: A system turn put before every step prompt (chat-template models only; ``None``: none).
+        response_prefix: Text that opens every response, e.g. ``"<think>"`` or ``"<action>"``: the model continues
+            it, and the env sees the prefix plus the continuation. Steers a small model into the format.
         invalid_format_penalty: Subtracted from a malformed step's reward (verl-agent: 0.1).
         reward_scale: Outcome reward ``R = reward_scale × won`` (verl-agent: 10).
         max_steps: Cut trajectories after this many steps (``None``: the env's own limit).
@@ -86,6 +89,8 @@ class TrainConfig:
     temperature: float = 1.0
     history_length: int = 2
     require_think: bool = True
+    system_prompt: str | None = None
+    response_prefix: str = ""
     invalid_format_penalty: float = 0.1
     reward_scale: float = 10.0
     max_steps: int | None = None

@@ -57,7 +57,8 @@ def build_policy(config: TrainConfig) -> Any:
         from empg_gym.agents.tiny import KEYDOOR_ACTIONS, KEYDOOR_WORDS, tiny_action_model
 
         model, tokenizer = tiny_action_model(KEYDOOR_ACTIONS, KEYDOOR_WORDS, seed=config.seed)
-        return LLMPolicy(model, tokenizer, lora=lora, use_chat_template=False)
+        return LLMPolicy(model, tokenizer, lora=lora, use_chat_template=False,
+                         response_prefix=config.response_prefix)
     if config.model == "tiny":
         from empg_gym.agents.models import tiny_random_model
 
@@ -66,7 +67,8 @@ def build_policy(config: TrainConfig) -> Any:
         from empg_gym.agents.models import load_model
 
         model, tokenizer = load_model(config.model, dtype=config.dtype)
-    return LLMPolicy(model, tokenizer, lora=lora, gradient_checkpointing=config.gradient_checkpointing)
+    return LLMPolicy(model, tokenizer, lora=lora, gradient_checkpointing=config.gradient_checkpointing,
+                     system_prompt=config.system_prompt, response_prefix=config.response_prefix)
 
 
 def make_envs(config: TrainConfig, n: int) -> Any:
@@ -298,7 +300,7 @@ class Trainer:
             group_size=self.G, split=cfg.split, reward_scale=cfg.reward_scale, max_steps=cfg.max_steps,
             generation=self._generation(), progress=cfg.progress,
         )
-        tries = 1 + (self.algo.max_resample_batches if self.algo.filter_groups else 0)
+        tries = self.algo.max_resample_batches if self.algo.filter_groups else 1  # verl: max_num_gen_batches
         kept: list[Any] = []
         first_metrics: dict[str, float] = {}
         groups = trajs = 0

@@ -11,6 +11,7 @@ LLM agent talks to.
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from collections import deque
 from dataclasses import dataclass
@@ -53,6 +54,14 @@ Then do exactly one of the following:
 (2) if you can answer with confidence, give the final answer within <answer> </answer> tags, as a short phrase \
 without explanation."""
 
+#: The same prompts for agents that answer without a ``<think>`` block (``require_think=False``).
+ACTION_TEMPLATE_NO_THINK = ACTION_TEMPLATE.replace(
+    "First reason step by step about the current situation; this reasoning MUST be enclosed within <think> </think> "
+    "tags.\nThen choose", "Choose")
+SEARCH_TEMPLATE_NO_THINK = SEARCH_TEMPLATE.replace(
+    "First reason about what you know and what is missing; this reasoning MUST be enclosed within <think> </think> "
+    "tags.\nThen do", "Do")
+
 HISTORY_TEMPLATE = (
     "Prior to this step, you have already taken {step_count} step(s). Below are the most recent {history_length} "
     "observations and the actions you took after each: {history}\nYou are now at step {current_step}. "
@@ -90,6 +99,19 @@ class PromptConfig:
                 raise ConfigError(
                     f"{name} uses unknown field(s) {unknown}; available fields: {sorted(_FIELDS)}."
                 )
+
+    def without_think(self) -> PromptConfig:
+        """Return these settings with the default templates swapped for ones that do not ask for ``<think>``.
+
+        Custom templates are kept as they are.
+
+        Example:
+            >>> "<think>" in PromptConfig().without_think().action_template
+            False
+        """
+        swap = {ACTION_TEMPLATE: ACTION_TEMPLATE_NO_THINK, SEARCH_TEMPLATE: SEARCH_TEMPLATE_NO_THINK}
+        return dataclasses.replace(self, action_template=swap.get(self.action_template, self.action_template),
+                                   search_template=swap.get(self.search_template, self.search_template))
 
 
 class PromptWrapper(gym.Wrapper[str, Any, str, Any]):
@@ -198,7 +220,8 @@ def make_agent_env(
         env: An env, or an env id for :func:`gymnasium.make` (``make_kwargs`` go to it).
         prompt: Prompt settings.
         invalid_format_penalty: See :class:`ActionParsingWrapper`.
-        require_think: See :class:`ActionParsingWrapper`.
+        require_think: See :class:`ActionParsingWrapper`; when ``False``, the default templates stop asking for
+            ``<think>`` (see :meth:`PromptConfig.without_think`).
         **make_kwargs: Keyword arguments for :func:`gymnasium.make` (only with an env id).
 
     Example:
@@ -218,4 +241,5 @@ def make_agent_env(
     parsed = ActionParsingWrapper(
         env, invalid_format_penalty=invalid_format_penalty, require_think=require_think
     )
-    return PromptWrapper(parsed, prompt)
+    prompt = prompt or PromptConfig()
+    return PromptWrapper(parsed, prompt if require_think else prompt.without_think())

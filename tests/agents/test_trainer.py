@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -67,6 +68,24 @@ def test_config_errors():
         TrainConfig.from_dict({"learning_rate": 1.0})
     with pytest.raises(ConfigError, match="tiny-actions"):
         Trainer(TrainConfig(env_id="EMPG-DeepSearch-v0", model="tiny-actions"), "/nonexistent-never-created")
+
+
+def test_system_prompt_and_response_prefix_reach_the_policy(tmp_path):
+    """The prefix opens every response the env sees; it sits in the prompt tokens, so it is never trained on."""
+    from empg_gym.agents.trainer import build_policy
+
+    cfg = TrainConfig(env_id="EMPG-KeyDoor-v0", model="tiny", system_prompt="Answer in one action.",
+                      response_prefix="<action>", max_new_tokens=4, require_think=False, progress=False)
+    policy = build_policy(cfg)
+    assert (policy.system_prompt, policy.response_prefix) == ("Answer in one action.", "<action>")
+    prompt = policy.encode_prompts(["go"])[0]
+    assert policy.tokenizer.decode(prompt).endswith("<|im_start|>assistant\n<action>")
+    assert "Answer in one action." in policy.tokenizer.decode(prompt)
+    history = Trainer(dataclasses.replace(cfg, updates=1, tasks_per_update=1, group_size=2, mini_batch_size=8,
+                                          micro_batch_size=8, max_steps=1, eval_tasks=1), tmp_path).train()
+    assert history[0]["rollout/num_trajectories"] == 2 and "eval/eval_in_distribution/success_rate" in history[-1]
+    episode = json.loads(next(tmp_path.glob("eval_*.jsonl")).read_text().splitlines()[0])
+    assert all(step["response"].startswith("<action>") for step in episode["steps"]), episode
 
 
 def test_cli_train_then_eval(tmp_path):

@@ -71,6 +71,20 @@ def test_free_form_env_gets_the_search_answer_format():
     assert "Action 1: '<search>capital</search>'" in prompt and "<information>" in prompt
 
 
+def test_without_think_the_prompt_stops_asking_for_a_think_block():
+    from tests.wrappers.test_actions import EchoSearchEnv
+
+    env = make_agent_env("EMPG-KeyDoor-v0", require_think=False)
+    prompt, _ = env.reset(options={"task_id": "keydoor-3r-s1-k3"})
+    assert "<think>" not in prompt and prompt.endswith("present it within <action> </action> tags.")
+    *_, info = env.step("<action>go east</action>")
+    assert info["format_valid"]
+    search_prompt, _ = make_agent_env(EchoSearchEnv(), require_think=False).reset(seed=0)
+    assert "<think>" not in search_prompt and "Do exactly one of the following:" in search_prompt
+    custom = PromptConfig(action_template="Think first. T={task} A={admissible_actions}")
+    assert make_agent_env("EMPG-KeyDoor-v0", prompt=custom, require_think=False).reset()[0].startswith("Think first.")
+
+
 def test_custom_templates_are_validated():
     with pytest.raises(ConfigError, match=r"action_template uses unknown field\(s\) \['obs'\]"):
         PromptConfig(action_template="{obs}")
