@@ -12,6 +12,7 @@ and games marked unsolvable are skipped. A game's task id is its folder relative
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -41,6 +42,12 @@ _MANIFEST_FORMAT = "1"
 _TASK_RULE = re.compile(r'"task"\s*:\s*\[\s*\{\s*"rhs"\s*:\s*"Your task is to: ((?:[^"\\]|\\.)*)"')
 
 
+@functools.cache
+def _warn_once(message: str) -> None:
+    """Log ``message`` once per process (every env of a vector would otherwise repeat it)."""
+    logger.warning(message)
+
+
 def find_data_root(data_path: str | os.PathLike[str] | None = None) -> Path | None:
     """Return the ``json_2.1.1`` folder under ``data_path`` (or ``$ALFWORLD_DATA``), or ``None`` if there is none.
 
@@ -63,7 +70,7 @@ def find_data_root(data_path: str | os.PathLike[str] | None = None) -> Path | No
             f"No ALFWorld games under {base}: expected json_2.1.1/{{train,valid_seen,valid_unseen}}/... as "
             "alfworld-download lays them out. Point data_path at the folder that holds json_2.1.1."
         )
-    logger.warning("ALFWORLD_DATA=%s holds no json_2.1.1 games; using procedural games instead.", base)
+    _warn_once(f"ALFWORLD_DATA={base} holds no json_2.1.1 games; using procedural games instead.")
     return None
 
 
