@@ -62,17 +62,23 @@ def naive_grpo(rewards, groups, norm_by_std=True, eps=1e-6, trajs=None):
     for i in range(len(rewards)):
         if trajs is None:
             members = [float(rewards[j]) for j in range(len(rewards)) if groups[j] == groups[i]]
-        else:
-            seen = {}
+            if len(members) == 1:
+                mean, std = 0.0, 1.0
+            else:
+                mean = sum(members) / len(members)
+                std = math.sqrt(sum((x - mean) ** 2 for x in members) / (len(members) - 1))
+        else:  # every trajectory weighs 1/G, split evenly over its steps
+            by_traj = {}
             for j in range(len(rewards)):
                 if groups[j] == groups[i]:
-                    seen.setdefault(int(trajs[j]), float(rewards[j]))
-            members = list(seen.values())
-        if len(members) == 1:
-            mean, std = 0.0, 1.0
-        else:
-            mean = sum(members) / len(members)
-            std = math.sqrt(sum((x - mean) ** 2 for x in members) / (len(members) - 1))
+                    by_traj.setdefault(int(trajs[j]), []).append(float(rewards[j]))
+            G = len(by_traj)
+            if G == 1:
+                mean, std = 0.0, 1.0
+            else:
+                mean = sum(sum(r) / len(r) for r in by_traj.values()) / G
+                var = sum(sum((x - mean) ** 2 for x in r) / len(r) for r in by_traj.values()) / (G - 1)
+                std = math.sqrt(var)
         a = float(rewards[i]) - mean
         out.append(a / (std + eps) if norm_by_std else a)
     return torch.tensor(out, dtype=torch.float64)
@@ -150,6 +156,23 @@ def test_grpo_trajectory_level_statistics():
     h = 0.5 / math.sqrt(0.5)
     torch.testing.assert_close(grpo_advantages(R, gid, eps=0.0, traj_ids=tid),
                                torch.tensor([h, h, h, -h], dtype=torch.float64))
+
+
+def test_grpo_trajectory_statistics_with_per_step_penalties_stay_bounded():
+    """All trajectories fail; one step lost the 0.1 format penalty. Its advantage is the most negative, not -1e5."""
+    R = torch.tensor([0.0, -0.1, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    gid, tid = torch.zeros(6, dtype=torch.long), torch.tensor([0, 0, 1, 1, 2, 2])
+    A = grpo_advantages(R, gid, traj_ids=tid)
+    assert float(A.abs().max()) < 3.0 and int(A.argmin()) == 1
+    # hand-worked: mean = (-0.05 + 0 + 0) / 3; var = 3/2 * sum_i w_i (r_i - mean)^2 with w_i = 1/6
+    mean = -0.05 / 3
+    std = math.sqrt(1.5 * sum((r - mean) ** 2 for r in R.tolist()) / 6)
+    torch.testing.assert_close(A, (R - mean) / (std + 1e-6))
+    # without penalties, the statistics are those of one reward per trajectory
+    R2 = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(grpo_advantages(R2, gid, traj_ids=tid, eps=0.0),
+                               grpo_advantages(torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64),
+                                               torch.zeros(3, dtype=torch.long), eps=0.0).repeat_interleave(2))
 
 
 def test_token_and_step_entropy_hand_worked():

@@ -43,8 +43,12 @@ def grpo_advantages(
         norm_by_std: divide by the group std (GRPO) or not (Dr.GRPO).
         eps: added to the std.
         traj_ids: ``[N]`` optional. When given, group statistics count each trajectory once (the textbook
-            "group of G trajectories"); when ``None`` they run over all step samples, as verl-agent's default
-            ``compute_mean_std_cross_all_data=True`` (longer trajectories weigh more).
+            "group of G trajectories"): every trajectory weighs ``1/G``, shared by its steps, so the mean is the
+            mean of trajectory rewards and the std their unbiased std. Steps of one trajectory may carry different
+            rewards (the outcome minus that step's invalid-format penalty); their spread enters the std too, so a
+            step's deviation is never divided by a near-zero std. When ``None`` statistics run over all step
+            samples, as verl-agent's default ``compute_mean_std_cross_all_data=True`` (longer trajectories weigh
+            more).
 
     Returns:
         ``[N]`` advantages, dtype of ``rewards``.
@@ -63,18 +67,30 @@ def grpo_advantages(
         mean, std = group_mean_std(rewards, index, counts)
     else:
         check_1d("traj_ids", traj_ids, len(rewards))
-        t_index, _ = dense_ids(group_ids, traj_ids)
-        first = torch.full((int(t_index.max()) + 1,), len(rewards), dtype=torch.long, device=rewards.device)
-        first = first.scatter_reduce(0, t_index, torch.arange(len(rewards), device=rewards.device), "amin")
-        t_group = index[first]
-        t_counts = torch.bincount(t_group, minlength=len(counts))
-        mean, std = group_mean_std(rewards[first], t_group, t_counts)
-        counts = t_counts
+        mean, std, counts = _trajectory_mean_std(rewards, index, dense_ids(group_ids, traj_ids)[0])
     single = counts[index] == 1
     mean_i = torch.where(single, torch.zeros_like(rewards), mean[index])
     std_i = torch.where(single, torch.ones_like(rewards), std[index])
     centred = rewards - mean_i
     return centred / (std_i + eps) if norm_by_std else centred
+
+
+def _trajectory_mean_std(rewards: Tensor, index: Tensor, t_index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-group mean and std with every trajectory weighted ``1/G`` (split evenly over its steps).
+
+    ``var = G/(G-1) * sum_i w_i (r_i - mean)^2`` with ``w_i = 1/(G * len(traj_i))``: the unbiased variance of the
+    trajectory rewards when each trajectory's steps share one reward. Returns ``(mean, std, trajectories per group)``.
+    """
+    n_traj = int(t_index.max()) + 1
+    steps = torch.bincount(t_index, minlength=n_traj).to(rewards.dtype)
+    t_group = torch.zeros(n_traj, dtype=index.dtype, device=index.device).scatter_(0, t_index, index)
+    G = torch.bincount(t_group, minlength=int(index.max()) + 1)
+    w = 1.0 / (G[index].to(rewards.dtype) * steps[t_index])
+    mean = torch.zeros(len(G), dtype=rewards.dtype, device=rewards.device).index_add_(0, index, w * rewards)
+    ss = torch.zeros_like(mean).index_add_(0, index, w * (rewards - mean[index]) ** 2)
+    Gf = G.to(rewards.dtype)
+    std = torch.sqrt(ss * Gf / (Gf - 1).clamp(min=1.0))
+    return mean, std, G
 
 
 def token_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
