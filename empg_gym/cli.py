@@ -118,11 +118,19 @@ def _train_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     from empg_gym.bench import BenchConfig, get_preset, run_bench
+    from empg_gym.errors import ConfigError
 
-    base = get_preset(args.preset) if args.preset else BenchConfig()
+    if args.preset and getattr(args, "config", None):
+        raise ConfigError("Give --preset or --config, not both.")
+    if getattr(args, "config", None):
+        base = BenchConfig.from_file(args.config)
+    else:
+        base = get_preset(args.preset) if args.preset else BenchConfig()
     train = {**dict(base.train), **_train_overrides(getattr(args, "set", None) or [])}
     config = base.replace(envs=_csv(args.envs), algos=_csv(args.algos), seeds=_csv(args.seeds, int),
-                          updates=args.steps, eval_tasks=args.eval_tasks, train=train)
+                          updates=args.steps, eval_tasks=args.eval_tasks, train=train,
+                          eval_splits=_csv(getattr(args, "eval_splits", None)),
+                          task_type=getattr(args, "task_type", None))
     out.write(f"empg-gym bench ({args.preset or 'custom'}): {len(config.envs) * len(config.algos) * len(config.seeds)}"
               f" runs; budget: {config.budget_note or 'not estimated'}; needs {config.hardware}.\n")
 
@@ -225,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--steps", type=int, default=None, help="policy updates per run")
     p.add_argument("--eval-tasks", type=int, default=None, help="eval tasks per split")
+    p.add_argument("--eval-splits", default=None, help="comma-separated splits evaluated after training")
+    p.add_argument("--task-type", default=None, help="train and evaluate on tasks of this type only")
+    p.add_argument("--config", default=None, help="a bench.json (rerun a report exactly) or a JSON/TOML of fields")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a TrainConfig field for every run (JSON value), e.g. --set model=tiny-actions")
     p.add_argument("--out", required=True, help="bench folder (finished runs are skipped on rerun)")

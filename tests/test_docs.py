@@ -1,4 +1,4 @@
-"""The code in docs/*.md runs as written."""
+"""The code in docs/*.md runs as written, and every relative link in the README and docs resolves."""
 
 from __future__ import annotations
 
@@ -32,3 +32,12 @@ def test_custom_env_guide_registers_and_runs():
 def test_every_doc_block_compiles(doc):
     for block in _python_blocks(DOCS / doc):
         compile(block, doc, "exec")
+
+
+@pytest.mark.parametrize("doc", ["README.md"] + sorted(f"docs/{p.name}" for p in DOCS.glob("*.md")))
+def test_relative_links_and_images_exist(doc):
+    path = DOCS.parent / doc
+    targets = re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8"))
+    local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    missing = [t for t in local if t and not (path.parent / t).exists()]
+    assert not missing, f"{doc} links to missing files: {missing}"

@@ -113,19 +113,21 @@ def write_report(out: Path) -> Path:
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
     ]
     md += ["| " + " | ".join(line) + " |" for line in lines]
+    applied = {(r["env"], r["algo"], int(r["seed"])): (int(r["applied_updates"]), int(r["updates"]))
+               for r in rows if "applied_updates" in r and "updates" in r}
+    if any(a != u for a, u in applied.values()):
+        md += ["", "Updates applied per run (DAPO skips an update when every group's rewards are equal, even after "
+               "resampling): " + ", ".join(f"{env} {algo} seed {seed}: {a}/{u}"
+                                           for (env, algo, seed), (a, u) in applied.items()) + "."]
     secs = [r["train_seconds"] for r in rows if "train_seconds" in r]
     if secs:
         md += ["", f"Training time per run: {fmt(secs)} seconds."]
     md += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    md += ["", "Rerun: `empg-gym bench " + _rerun_args(cfg) + "`", ""]
+    md += ["", "Rerun exactly (every setting above is in `bench.json`): `empg-gym bench --config bench.json --out DIR`",
+           ""]
     path = out / "report.md"
     path.write_text("\n".join(md), encoding="utf-8")
     return path
-
-
-def _rerun_args(cfg: dict[str, Any]) -> str:
-    return (f"--envs {','.join(cfg['envs'])} --algos {','.join(cfg['algos'])} --seeds "
-            f"{','.join(map(str, cfg['seeds']))} --steps {cfg['updates']} --out DIR")
 
 
 def _runs(out: Path, cfg: dict[str, Any]) -> list[tuple[str, str, int, Path]]:

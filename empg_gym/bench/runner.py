@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 RESULT = "result.json"
 DIAGNOSTICS = "diagnostics.jsonl"
 RESULTS_CSV = "results.csv"
-BASE_COLUMNS = ["env", "split", "algo", "seed", "source", "updates", "num_tasks", "success_rate", "score", "episode_len",
-                "train_seconds"]
+BASE_COLUMNS = ["env", "split", "algo", "seed", "source", "updates", "applied_updates", "num_tasks", "success_rate",
+                "score", "episode_len", "train_seconds"]
 
 
 def run_dir(out: Path, env_id: str, algo: str, seed: int) -> Path:
@@ -98,12 +98,19 @@ def train_and_evaluate(config: BenchConfig, env_id: str, algo: str, seed: int, f
     finally:
         trainer.close()
     result = {"env": env_id, "algo": algo, "seed": seed, "updates": trainer.update_step,
-              "resumed_from": start_update, "train_seconds": train_seconds,
+              "applied_updates": applied_updates(folder), "resumed_from": start_update, "train_seconds": train_seconds,
               "eval_seconds": time.perf_counter() - t0 - train_seconds, "eval": evals}
     tmp = folder / (RESULT + ".tmp")
     tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
     tmp.replace(folder / RESULT)
     return result
+
+
+def applied_updates(folder: Path) -> int:
+    """Count the updates that changed the policy (DAPO's filter skips one when all groups' rewards are equal)."""
+    path = folder / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+    return sum(1 for r in rows if "rollout/success_rate" in r and not r.get("actor/skipped"))
 
 
 def filtered_task_ids(env: Any, split: str, task_type: str | None) -> list[str]:
@@ -224,6 +231,7 @@ def write_results_csv(out: Path, combos: list[tuple[str, str, int]]) -> Path:
         result = json.loads(path.read_text(encoding="utf-8"))
         for split, metrics in result["eval"].items():
             row = {"env": env_id, "split": split, "algo": algo, "seed": seed, "updates": result["updates"],
+                   "applied_updates": result.get("applied_updates", ""),
                    "train_seconds": round(result["train_seconds"], 2)}
             row.update({k: metrics.get(k, "") for k in BASE_COLUMNS if k not in row})
             row["source"] = metrics.get("source", "")

@@ -55,6 +55,21 @@ def test_report_table_matches_results_csv(bench_out):
     assert "torch" in text and "tiny-actions" in text
 
 
+def test_applied_updates_count_only_updates_that_changed_the_policy(tmp_path, bench_out):
+    from empg_gym.bench.runner import applied_updates
+
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"update": 1, "rollout/success_rate": 0.0, "actor/skipped": 1.0},
+        {"update": 2, "rollout/success_rate": 0.5, "actor/pg_loss": 0.1},
+        {"update": 2, "eval/eval_in_distribution/success_rate": 0.5},
+    ]))
+    assert applied_updates(tmp_path) == 1
+    assert applied_updates(tmp_path / "missing") == 0
+    out, report, _ = bench_out
+    assert {r["applied_updates"] for r in read_results(out)} == {2.0}
+    assert "Updates applied per run" not in report.read_text()  # shown only when some update was skipped
+
+
 def test_plots_are_written_from_the_runs(bench_out):
     out, report, _ = bench_out
     text = report.read_text(encoding="utf-8")
@@ -141,3 +156,20 @@ def test_cli_bench_prints_budget_and_report(tmp_path):
     assert json.loads((tmp_path / "bench.json").read_text())["config"]["train"]["model"] == "tiny-actions"
     with pytest.raises(ConfigError, match="FIELD=VALUE"):
         main(["bench", "--set", "oops", "--out", str(tmp_path)], out=io.StringIO())
+    # The report's rerun line: the same bench from its bench.json, with the same results.
+    assert "`empg-gym bench --config bench.json --out DIR`" in (tmp_path / "report.md").read_text()
+    assert main(["bench", "--config", str(tmp_path / "bench.json"), "--out", str(tmp_path / "again")],
+                out=io.StringIO()) == 0
+    first, again = (json.loads((d / "bench.json").read_text())["config"] for d in (tmp_path, tmp_path / "again"))
+    assert first == again
+
+    def rows(d):
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in read_results(d)]
+
+    assert rows(tmp_path) == rows(tmp_path / "again")
+    with pytest.raises(ConfigError, match="not both"):
+        main(["bench", "--preset", "quick", "--config", str(tmp_path / "bench.json"), "--out", str(tmp_path)],
+             out=io.StringIO())
+    (tmp_path / "bad.toml").write_text('algos = ["grpo"]\nupdatez = 3\n')
+    with pytest.raises(ConfigError, match=r"unknown bench field\(s\) \['updatez'\]"):
+        BenchConfig.from_file(tmp_path / "bad.toml")
