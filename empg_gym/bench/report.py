@@ -113,6 +113,9 @@ def write_report(out: Path) -> Path:
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
     ]
     md += ["| " + " | ".join(line) + " |" for line in lines]
+    md += ["", "`score` is each env's own episode score: ALFWorld's is the success itself, WebShop's the purchase's "
+           "attribute/option/price/type match, Deep Search's the exact match (EM) of the answer, so EM on "
+           "`eval_in_distribution` and `eval_out_of_distribution` is the ID/OOD pair."]
     applied = {(r["env"], r["algo"], int(r["seed"])): (int(r["applied_updates"]), int(r["updates"]))
                for r in rows if "applied_updates" in r and "updates" in r}
     if any(a != u for a, u in applied.values()):
