@@ -122,7 +122,7 @@ def test_tiny_model_learns_keydoor(tmp_path, algo):
                micro_batch_size=64, checkpoint_every=30)
     history = [h for h in Trainer(cfg, tmp_path).train() if "rollout/success_rate" in h]
     start, end = _success(history, slice(0, 5)), _success(history, slice(-5, None))
-    assert end >= start + 0.2, (algo, [round(h["rollout/success_rate"], 2) for h in history])
+    assert end >= start + 0.2, (algo, start, end, [round(h["rollout/success_rate"], 2) for h in history])
 
 
 @pytest.mark.slow
