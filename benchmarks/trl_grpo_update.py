@@ -128,6 +128,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset,
                               processing_class=tokenizer, callbacks=[StepTimer()])
         generate = trainer._generate_and_score_completions
+        tokens: list[int] = []
 
         def timed_generate(*a: Any, **k: Any) -> Any:
             t0 = time.perf_counter()
@@ -137,7 +138,6 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
             tokens.append(int(sequences.sum()))
             return out_batch
 
-        tokens: list[int] = []
         trainer._generate_and_score_completions = timed_generate
         trainer.train()
     for row, t in zip(rows, tokens, strict=False):

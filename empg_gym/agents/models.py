@@ -165,8 +165,7 @@ def tiny_random_model(
     The weights depend only on ``seed`` and ``config``. Every string round-trips through the tokenizer, so any
     prompt an env produces can be encoded.
     """
-    torch = _torch()
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig
 
     config = config or TinyModelConfig()
     tokenizer = byte_level_tokenizer()
@@ -183,14 +182,22 @@ def tiny_random_model(
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
+    model = seeded_llama(llama, seed)
+    model.eval()
+    return model, tokenizer
+
+
+def seeded_llama(config: Any, seed: int) -> PreTrainedModel:
+    """Build a randomly initialised ``LlamaForCausalLM`` from ``seed`` without disturbing the global torch RNG."""
+    torch = _torch()
+    from transformers import LlamaForCausalLM
+
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(llama)
+        return LlamaForCausalLM(config)
     finally:
         torch.random.set_rng_state(state)
-    model.eval()
-    return model, tokenizer
 
 
 def byte_level_tokenizer() -> PreTrainedTokenizerBase:

@@ -39,9 +39,9 @@ def tiny_action_model(
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
 
-    from empg_gym.agents.models import CHATML_TEMPLATE
+    from empg_gym.agents.models import CHATML_TEMPLATE, seeded_llama
 
     specials = ["[UNK]", "<|im_start|>", "<|im_end|>", "<|pad|>"]
     vocab = {tok: i for i, tok in enumerate(specials)}
@@ -62,12 +62,7 @@ def tiny_action_model(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    finally:
-        torch.random.set_rng_state(state)
+    model = seeded_llama(config, seed)
     with torch.no_grad():
         model.lm_head.weight.zero_()
     model.eval()
