@@ -117,11 +117,16 @@ def _success(history, sl):
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["grpo", "dapo", "empg"])
 def test_tiny_model_learns_keydoor(tmp_path, algo):
-    """A real learning check: success rises clearly above its start within a few CPU minutes."""
-    cfg = _cfg(algo=algo, updates=30, tasks_per_update=4, group_size=8, lr=1e-2, mini_batch_size=64,
+    """A real learning check: success rises clearly above its start within a few CPU minutes.
+
+    Every update plays all 8 training layouts 8 times, so each success rate is a 64-episode estimate over the same
+    tasks (drawing 4 of 8 made it swing by 0.3 between updates). Measured: all three start near 0.05 and end
+    between 0.4 and 0.75 over the last ten updates.
+    """
+    cfg = _cfg(algo=algo, updates=30, tasks_per_update=8, group_size=8, lr=5e-3, mini_batch_size=64,
                micro_batch_size=64, checkpoint_every=30)
     history = [h for h in Trainer(cfg, tmp_path).train() if "rollout/success_rate" in h]
-    start, end = _success(history, slice(0, 5)), _success(history, slice(-5, None))
+    start, end = _success(history, slice(0, 5)), _success(history, slice(-10, None))
     assert end >= start + 0.2, (algo, start, end, [round(h["rollout/success_rate"], 2) for h in history])
 
 
