@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -205,6 +206,7 @@ class LLMPolicy:
         self.model = model
         self._reference: PreTrainedModel | None = None
         self._logits_to_keep_ok = True
+        self._cache_kwarg = _cache_kwarg(model)
 
     @classmethod
     def from_spec(cls, spec: str = "smollm2-135m", *, dtype: str = "float32", **kwargs: Any) -> LLMPolicy:
@@ -288,7 +290,7 @@ class LLMPolicy:
         try:
             with torch.no_grad():
                 out = self._prefill(input_ids, attention, positions)
-                logits, cache = out.logits[:, -1, :].index_select(0, index), out.past_key_values
+                logits, cache = out.logits[:, -1, :].index_select(0, index), _cache_of(out)
                 cache.reorder_cache(index)
                 attention, positions = (
                     attention.index_select(0, index),
@@ -320,10 +322,10 @@ class LLMPolicy:
                         input_ids=token[:, None],
                         attention_mask=attention,
                         position_ids=positions,
-                        past_key_values=cache,
                         use_cache=True,
+                        **{self._cache_kwarg: cache},
                     )
-                    logits, cache = out.logits[:, -1, :], out.past_key_values
+                    logits, cache = out.logits[:, -1, :], _cache_of(out)
         finally:
             self.model.train(was_training)
         return [
@@ -550,6 +552,22 @@ def _add_lora(model: PreTrainedModel, lora: LoraSettings) -> PreTrainedModel:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+def _cache_kwarg(model: PreTrainedModel) -> str:
+    """Return the forward keyword for the KV cache: ``cache`` since transformers 5.2x, ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        parameters = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _cache_of(output: Any) -> Any:
+    """Return the KV cache a forward pass returned, under either of its transformers names."""
+    cache = output.get("cache") if hasattr(output, "get") else None
+    return cache if cache is not None else output.past_key_values
 
 
 def _enable_checkpointing(model: PreTrainedModel) -> None:
