@@ -74,8 +74,8 @@ def run_bench(config: BenchConfig, out: str | Path, *, log: Callable[[str], None
             ", ".join(f"{sp} success {r['success_rate']:.3f}" for sp, r in result["eval"].items()))
         per_run = (time.perf_counter() - t_start) / trained
         left = sum(not (run_dir(out, *c) / RESULT).is_file() for c in combos)
-        log(f"  measured {result['train_seconds'] / max(1, result['updates'] - result['resumed_from']):.0f} s per "
-            f"update; about {per_run * left / 60:.0f} min left for {left} runs at this pace")
+        pace = f"  measured {result['train_seconds'] / max(1, result['updates'] - result['resumed_from']):.0f} s per update"
+        log(pace + (f"; about {per_run * left / 60:.0f} min left for {left} runs at this pace" if left else ""))
         write_results_csv(out, combos)
     write_results_csv(out, combos)
     return write_report(out)
