@@ -127,7 +127,7 @@ QUICK = BenchConfig(
            "lr": 1e-4, "lora_rank": 8, "mini_batch_size": 16, "micro_batch_size": 4, "progress": False,
            "checkpoint_every": 1, "algo_overrides": {"max_resample_batches": 2}},
     hardware="2 CPU cores, 10 GB RAM (no GPU)",
-    budget_note="about 8 minutes on 2 CPU cores, at most 20 (measured 7.3 min with a fresh model cache: "
+    budget_note="about 10 minutes on 2 CPU cores, at most 20 (measured 7.3-9.5 min in 4 runs: "
                 "3 algorithms x 3 updates of 1 task x 4 trajectories, 4 eval tasks)",
 )
 
