@@ -18,8 +18,11 @@ invalid-action handling); a family implements five small hooks.
 ``score``          the task's own score so far (ALFWorld 0/1, WebShop reward, Deep Search EM)
 ================  ======================================================================================
 
-Invalid actions never raise: the env answers with feedback text, ``action_valid=False``, and leaves its state
-unchanged (the step still counts towards the step limit, as in the original benchmarks).
+An action is a ``str``. Invalid actions never raise: the env answers with feedback text, ``action_valid=False``,
+and leaves its state unchanged (the step still counts towards the step limit, as in the original benchmarks).
+Anything that is not a ``str`` (``bytes`` included: decode it first) and any string longer than
+:data:`MAX_ACTION_CHARS` is such an invalid action; a family shapes the feedback for it as for its own invalid
+actions (:meth:`TextEnv._invalid_action`).
 """
 
 from __future__ import annotations
@@ -172,8 +175,9 @@ class TextEnv(gym.Env[str, str], abc.ABC):
     """Base class of every empg-gym env: task choice, info keys, and invalid-action handling.
 
     A family implements :meth:`_load_manifest`, :meth:`_start_task`, :meth:`_step`, :meth:`admissible_actions`,
-    :meth:`_won`, :meth:`_score` and (if it can) :meth:`oracle_actions`. Randomness comes only from
-    ``self.np_random`` (seeded by ``reset(seed=...)``).
+    :meth:`_won`, :meth:`_score` and (if it can) :meth:`oracle_actions`; it may override :meth:`_invalid_action` so
+    that a non-string or over-long action gets the same kind of feedback as its own invalid actions. Randomness
+    comes only from ``self.np_random`` (seeded by ``reset(seed=...)``).
 
     Args:
         split: The split that ``reset`` draws tasks from unless ``options["task_id"]`` pins one.
@@ -221,6 +225,15 @@ class TextEnv(gym.Env[str, str], abc.ABC):
     @abc.abstractmethod
     def _won(self) -> bool:
         """Return whether the current task is solved."""
+
+    def _invalid_action(self, reason: str) -> StepResult:
+        """Return the step result for an action refused before :meth:`_step` (not a ``str``, or too long).
+
+        ``reason`` says what was wrong (e.g. ``expected a string, got bytes ...``). The default answers
+        ``Invalid action: <reason>.``; a family overrides this to give the feedback its own invalid actions get.
+        The state must stay unchanged.
+        """
+        return StepResult(f"Invalid action: {reason}.", valid=False)
 
     def _score(self) -> float:
         """Return the task's score so far (default: 1.0 if won else 0.0)."""
@@ -296,19 +309,19 @@ class TextEnv(gym.Env[str, str], abc.ABC):
         return obs, self._info(valid=True)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        """Apply one text action; an action the env cannot use gives feedback and ``info["action_valid"]=False``."""
+        """Apply one text action; an action the env cannot use gives feedback and ``info["action_valid"]=False``.
+
+        ``action`` must be a ``str``: anything else (``bytes`` included) is answered as an invalid action, never
+        raised, and changes nothing.
+        """
         if self._task is None:
             raise gym.error.ResetNeeded("Call reset() before step().")
         if self._done:
             raise EpisodeOverError("The episode has terminated; call reset() to start a new one.")
-        if isinstance(action, bytes):
-            action = action.decode("utf-8", errors="replace")
         if not isinstance(action, str):
-            result = StepResult(f"Invalid action: expected a string, got {type(action).__name__}.", valid=False)
+            result = self._invalid_action(_not_a_string(action))
         elif len(action) > MAX_ACTION_CHARS:
-            result = StepResult(
-                f"Invalid action: {len(action)} characters is longer than the limit of {MAX_ACTION_CHARS}.", valid=False
-            )
+            result = self._invalid_action(f"the action has {len(action)} characters, longer than the limit of {MAX_ACTION_CHARS}")
         else:
             result = self._step(action)
         obs = self._clip(result.observation)
@@ -348,6 +361,14 @@ class TextEnv(gym.Env[str, str], abc.ABC):
             "won": bool(self._won()),
             "score": float(self._score()),
         }
+
+
+def _not_a_string(action: object) -> str:
+    """Return the reason a non-``str`` action is refused, with the fix where there is an obvious one."""
+    kind = type(action).__name__
+    if isinstance(action, (bytes, bytearray)):
+        return f"expected a string, got {kind}; decode it first, e.g. action.decode('utf-8')"
+    return f"expected a string, got {kind}"
 
 
 def split_sizes(env: gym.Env[Any, Any]) -> dict[str, int]:

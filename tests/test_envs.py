@@ -47,6 +47,30 @@ def test_info_keys_and_oracle(env_id):
         env.close()
 
 
+#: Actions that are not a ``str``: each is an invalid action (bytes too: the contract is ``Env[str, str]``).
+NON_STRINGS = [b"look", bytearray(b"look"), None, 42, 3.5, ["look"], {"action": "look"}, object()]
+
+
+@pytest.mark.parametrize("env_id", [i for i in ENV_IDS if i not in SLOW_IDS])
+def test_non_string_actions_are_invalid_and_change_nothing(env_id):
+    """Every non-str action (the first oracle action as bytes included) gets feedback, never an exception."""
+    env, ref = gym.make(env_id).unwrapped, gym.make(env_id).unwrapped
+    try:
+        _, info0 = env.reset(seed=3)
+        ref.reset(seed=3)
+        plan = env.oracle_actions()
+        for action in [*NON_STRINGS, plan[0].encode()]:
+            obs, reward, terminated, truncated, info = env.step(action)
+            assert info["action_valid"] is False and reward == 0.0 and not terminated and not truncated
+            assert f"expected a string, got {type(action).__name__}" in obs
+            assert info["admissible_actions"] == info0["admissible_actions"]
+        assert "decode it first" in obs
+        assert env.step(plan[0]) == ref.step(plan[0])  # the refused actions changed nothing
+    finally:
+        env.close()
+        ref.close()
+
+
 _EPISODE_SCRIPT = """
 import json, sys, gymnasium as gym, empg_gym
 env = gym.make(sys.argv[1])

@@ -95,7 +95,13 @@ def test_malformed_turns_give_feedback_and_leave_state_unchanged(env, action):
 def test_non_string_actions_are_invalid_not_crashes(env):
     env.reset(seed=2)
     obs, _, _, _, info = env.step(12345)
-    assert info["action_valid"] is False and "expected a string" in obs
+    assert info["action_valid"] is False and obs == "Invalid action: expected a string, got int."
+    assert info["invalid_reason"] == "expected a string, got int" and info["searches_used"] == 0
+    plan = env.unwrapped.oracle_actions()
+    obs, _, _, _, info = env.step(plan[0].encode())  # bytes are not decoded: the action type is str
+    assert info["action_valid"] is False and info["searches_used"] == 0
+    assert obs == "Invalid action: expected a string, got bytes; decode it first, e.g. action.decode('utf-8')."
+    assert env.unwrapped.oracle_actions() == plan
 
 
 def test_search_budget_then_truncation_at_five_steps(env):

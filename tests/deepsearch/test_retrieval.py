@@ -179,12 +179,40 @@ def test_single_query_variant(server):
         (b'{"queries": ["a"], "topk": "3"}', "'topk' must be an integer from 1 to 1000, got '3'"),
         (b'{"queries": ["a"], "topk": -1}', "'topk' must be an integer from 1 to 1000, got -1"),
         (b'{"queries": ["a"], "return_scores": "yes"}', "'return_scores' must be true or false"),
+        (b'{"queries": ["a"], "topk": ' + b"9" * 5000 + b"}", "holds a 5000-digit number; numbers in a request have "
+         "at most 100 digits"),
+        (b'{"queries": ["a", ' + b"1" * 4300 + b"]}", "holds a 4300-digit number"),
+        (b'{"queries": ["a"], "topk": ' + b"9" * 101 + b"}", "holds a 101-digit number"),
+        (b'{"queries": ["a"], "topk": ' + b"9" * 100 + b"}", "'topk' must be an integer from 1 to 1000, got 9999"),
+        (b"[" * 100_000 + b"]" * 100_000, "nests arrays or objects too deeply to read"),
+        (b'{"queries": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001, "nests arrays or objects too deeply"),
+        (b'{"queries": ' + b"[" * 500 + b"]" * 500 + b"}", "'queries' must be a list of strings, got [[[[...]]]]."),
+        (json.dumps({"queries": ["painter"] * 64, "topk": 1000}).encode(),
+         "asks for 64 queries x topk 1000 = 64000 passages; one response holds at most 16384. Split the queries over "
+         "several requests (at most 16 at topk 1000) or ask for a smaller topk."),
+        (json.dumps({"queries": ["painter"] * 33, "topk": 512}).encode(), "33 queries x topk 512 = 16896 passages"),
+        (json.dumps({"queries": ["painter"] * 4097}).encode(), "'queries' has 4097 entries; send at most 4096"),
     ],
 )
 def test_server_refuses_bad_requests_with_clear_400(server, raw, message):
-    status, body = _post(server.url, None, raw=raw)
-    assert status == 400
-    assert message in body["error"]
+    req = urllib.request.Request(server.url, data=raw, headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 400 and err.value.headers["Content-Type"] == "application/json"
+    text = err.value.read().decode()
+    assert text.count("\n") == 1 and text.endswith("\n") and len(text) < 1000  # one short line of JSON
+    assert message in json.loads(text)["error"]
+
+
+def test_largest_allowed_response_is_served(server, bm25):
+    """queries x topk = MAX_HITS exactly is answered (the cap is on what is asked for, not on what matches)."""
+    from empg_gym.envs.deepsearch.server import MAX_HITS
+
+    queries = ["Tarnholm city river"] * 32
+    assert len(queries) * 512 == MAX_HITS
+    status, body = _post(server.url, {"queries": queries, "topk": 512})
+    assert status == 200 and len(body["result"]) == 32
+    assert [d["id"] for d in body["result"][31]] == [h.doc_id for h in bm25.search(queries[0], 512)]
 
 
 def test_server_wrong_route_or_method_is_json(server):
@@ -203,6 +231,15 @@ def test_http_client_equals_local_bm25(server, bm25, api):
     remote, local = client.batch_search(queries, 4), bm25.batch_search(queries, 4)
     assert [[(h.doc_id, h.contents) for h in r] for r in remote] == [[(h.doc_id, h.contents) for h in r] for r in local]
     assert client.search("", 3) == []
+
+
+def test_http_client_splits_a_batch_larger_than_one_response(server, bm25):
+    """20 queries x topk 1000 exceeds one response (16,384 passages): the client sends two requests."""
+    queries = ["Tarnholm city river", "novel released critics", "painter born", "founder company"] * 5
+    remote = HTTPRetriever(server.url).batch_search(queries, 1000)
+    local = bm25.batch_search(queries, 1000)
+    assert [[h.doc_id for h in r] for r in remote] == [[h.doc_id for h in r] for r in local]
+    assert sum(map(len, remote)) > 1000
 
 
 def test_http_client_reports_server_refusal_and_unreachable_server(server):

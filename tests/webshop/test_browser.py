@@ -98,6 +98,45 @@ def test_hostile_input_in_the_browser(envs, query):
     assert browser.unwrapped._driver.execute_script("return window.__pwned === undefined")
 
 
+# Pieces of strings the text env accepts that a browser or chromedriver holds differently: lone and reversed
+# surrogates, NUL and other controls, line breaks, BOM / zero-width / bidi marks, noncharacters, combining marks,
+# astral characters, and the signs of form encoding and of the action grammar.
+ODD_PIECES = [
+    "\ud800", "\udbff", "\udc00", "\udfff", "\ude42\ud83d", "\ud83d\ude42", *map(chr, range(32)), "\x7f", "\x85",
+    "\xa0", "\u2028", "\u2029", "\u200b", "\u200d", "\u202e", "\u2066", "\ufeff", "\ufffe", "\uffff", "\ufdd0",
+    "\U0010ffff", "\U000e0001", "\ue000", "\u0301", "\u3000", "👩‍👩‍👧", "𝔘", "日本語", "العربية", "İ", "ﬁ",
+    *"[]\\\"'<>&%+=?#/`${}", "shampoo", "hair", "coffee", "organic", "12", "oz", " ",
+]  # fmt: skip
+
+
+def _odd_queries() -> list[str]:
+    named = [
+        "\ud800 shampoo", "\udc00", "\ude42\ud83d soap", "a\x00b shampoo", "sham\npoo", "dry\r\nhair x", "\r\n\t\x0b",
+        "\ud800" * 1000, "🙂" * 1000, "🙂" * 1001, "x" * 1001, "\ufeff\u200bsoap\u202e", "e\u0301\u0338 hair",
+        "\ud800]]",
+    ]  # fmt: skip
+    rng = random.Random(15)
+    return named + ["".join(rng.choice(ODD_PIECES) for _ in range(rng.randint(1, 30))) for _ in range(20)]
+
+
+def test_odd_strings_give_the_text_envs_result_in_the_browser(envs):
+    """Any string the text env takes (a search, a click, or no action at all) never raises in the browser env."""
+    text, browser = envs
+    queries = _odd_queries()
+    actions = [f"search[{q}]" for q in queries]
+    actions += ["\ud800", "\x00", "click[\ud800]", "click[" + "\udfff" * 5000 + "]"]
+    actions += [b"search[shampoo]", bytearray(b"\xed\xa0\x80"), None, "x" * ((1 << 20) + 1)]
+    valid = []
+    for i, action in enumerate(actions):
+        text.reset(seed=2000 + i % 3)
+        browser.reset(seed=2000 + i % 3)
+        _, (obs, *_rest, info) = _lockstep(text, browser, [action])
+        valid.append(info["action_valid"])
+        _lockstep(text, browser, ["click[back to search]", "search[\ud800]"])
+    assert sum(valid[: len(queries)]) == len(queries) - 3  # all searches but one blank and two over 1,000 characters
+    assert not any(valid[len(queries) :])
+
+
 def test_check_env_and_clean_exit():
     before = {p.pid for p in _browser_children()}
     env = gym.make("EMPG-WebShop-Browser-v0")

@@ -141,8 +141,14 @@ def test_no_path_traversal_or_unknown_pages(client, path):
 def test_unknown_task_and_bad_split(client):
     r = client.get("/start/t1?task_id=%3Cb%3Enope%3C/b%3E")
     assert r.status_code == 404 and "<b>nope" not in r.get_data(as_text=True)
-    assert client.get("/?split=trian").status_code == 400
-    assert client.get("/?seed=x").status_code == 400
+    r = client.get("/?split=trian")
+    assert r.status_code == 400 and "Did you mean &#39;train&#39;?" in r.get_data(as_text=True)
+    r = client.get("/?seed=x")
+    assert r.status_code == 400 and "seed must be an integer, got &#39;x&#39;" in r.get_data(as_text=True)
+    r = client.get("/?seed=" + "9" * 5000)  # more digits than Python reads: a 400, not a 500
+    assert r.status_code == 400 and "seed must be an integer, got &#39;999" in r.get_data(as_text=True)
+    assert len(r.get_data()) < 1000
+    assert client.get("/?seed=-" + "9" * 4000).status_code == 303
     r = client.get("/?split=eval_in_distribution&seed=3")
     assert r.status_code == 303 and re.search(r"/start/[0-9a-f]{16}\?task_id=ws-b0", r.headers["Location"])
 

@@ -6,7 +6,7 @@ import gymnasium as gym
 import pytest
 
 from empg_gym.core import EpisodeOverError
-from empg_gym.envs.webshop.engine import SEARCH_TEMPLATE
+from empg_gym.envs.webshop.engine import SEARCH_TEMPLATE, parse_action
 
 EVAL_SPLITS = ("eval_in_distribution", "eval_out_of_distribution")
 
@@ -118,17 +118,53 @@ def test_invalid_actions_give_feedback_and_leave_state(env):
         assert not info["action_valid"] and reward == 0.0 and not term
         assert obs.startswith("Invalid action: ") and reason in obs and obs.endswith(obs0), action[:40]
         assert info["admissible_actions"] == info0["admissible_actions"]
+    results_page, *_ = env.step("search[shampoo]")
     obs, *_, info = env.step("search[shampoo]")
-    obs, *_, info = env.step("search[shampoo]")
-    assert not info["action_valid"] and "no search box on this page" in obs
+    assert not info["action_valid"] and "no search box on this page" in obs and obs.endswith(results_page)
     obs, *_, info = env.step(42)
-    assert not info["action_valid"] and "expected a string" in obs
+    assert not info["action_valid"] and obs == f"Invalid action: expected a string, got int. [SEP] {results_page}"
+
+
+@pytest.mark.parametrize(
+    "action, reason",
+    [
+        (b"search[shampoo]", "expected a string, got bytes; decode it first, e.g. action.decode('utf-8')"),
+        (bytearray(b"click[buy now]"), "expected a string, got bytearray; decode it first"),
+        (None, "expected a string, got NoneType"),
+        (["search[shampoo]"], "expected a string, got list"),
+        ("search[" + "a" * (1 << 20) + "]", "the action has 1048584 characters, longer than the limit of 1048576"),
+    ],
+)
+def test_refused_actions_of_any_type_get_the_same_feedback_shape(env, action, reason):
+    """Not a str (bytes too) or over-long: ``Invalid action: <reason>. [SEP] <unchanged page>``, state unchanged."""
+    obs0, info0 = env.reset(seed=2)
+    obs, reward, term, trunc, info = env.step(action)
+    assert obs.startswith(f"Invalid action: {reason}") and obs.endswith(f". [SEP] {obs0}")
+    assert not info["action_valid"] and reward == 0.0 and not term and not trunc
+    assert info["admissible_actions"] == info0["admissible_actions"]
+    ref = gym.make("EMPG-WebShop-v0")
+    ref.reset(seed=2)
+    assert env.step("search[shampoo]") == ref.step("search[shampoo]")
+
+
+def test_queries_are_what_a_browser_search_box_sends():
+    """Line breaks become spaces, a lone surrogate U+FFFD, a surrogate pair its character; clicks stay as typed."""
+    assert parse_action("search[Dry\nHair \r\nShampoo]") == ("search", "dry hair   shampoo")
+    assert parse_action("search[\ud800 shampoo \udc00]") == ("search", "\ufffd shampoo \ufffd")
+    assert parse_action("search[\ud83d\ude42 \ude42\ud83d]") == ("search", "🙂 \ufffd\ufffd")
+    assert parse_action("search[\x00\ufeff\u2028\uffff]") == ("search", "\x00\ufeff\u2028\uffff")
+    assert parse_action("click[\ud800]") == ("click", "\ud800")
+    for query in ("\r\n\n", " \r "):
+        env = gym.make("EMPG-WebShop-v0")
+        env.reset(seed=1)
+        obs, *_, info = env.step(f"search[{query}]")
+        assert not info["action_valid"] and "the search query is empty" in obs
 
 
 @pytest.mark.parametrize(
     "query",
     ['<script>alert("x")</script>', "\"><img src=x onerror=alert(1)>", "日本語 シャンプー 🙂", "ß ü é ñ", "../../etc/passwd",
-     "a" * 1000, "\x00\x01 shampoo \r\n"],
+     "a" * 1000, "\x00\x01 shampoo \r\n", "\ud800 shampoo", "\udc00", "sham\u0000poo\ufeff\u202e\uffff", "🙂" * 1000],
 )
 def test_hostile_searches_do_not_crash(env, query):
     env.reset(seed=1)

@@ -22,7 +22,8 @@ after the search budget is spent. ``admissible_actions`` is always empty.
 On reset: how to use the tags, then ``Question: ...``. After a search:
 ``<information>Doc 1(Title: "...") text\nDoc 2(Title: "...") text ...</information>`` (Search-R1's format,
 capped at ``max_observation_chars``). After an invalid turn: Search-R1's feedback, ``My previous action is
-invalid. If I want to search, ...``. After the answer: ``Answer received: ...``.
+invalid. If I want to search, ...`` (an action that is not a ``str``, ``bytes`` included, gets ``Invalid action:
+expected a string, got <type>...`` instead). After the answer: ``Answer received: ...``.
 
 ## Rewards
 At the answer: exact match (1.0 or 0.0) after Search-R1's normalisation (lowercase, no punctuation, no articles,
@@ -224,6 +225,14 @@ class DeepSearchEnv(TextEnv):
 
     def _invalid(self, reason: str, feedback: str = INVALID_ACTION_FEEDBACK) -> StepResult:
         return StepResult(feedback, valid=False, extra_info={"invalid_reason": reason, "searches_used": len(self._queries)})
+
+    def _invalid_action(self, reason: str) -> StepResult:
+        """Answer a non-string or over-long action with ``Invalid action: <reason>.`` and the invalid-turn info keys.
+
+        Such an action is the caller's mistake, which Search-R1's text would hide; ``invalid_reason`` and
+        ``searches_used`` are set as on every invalid turn.
+        """
+        return self._invalid(reason, f"Invalid action: {reason}.")
 
     def _search(self, query: str) -> StepResult:
         if len(self._queries) >= self.config.max_searches:

@@ -39,6 +39,14 @@ logger = logging.getLogger(__name__)
 INDEX_FORMAT = "1"
 _DONE_MARKER = "empg_index.json"
 
+#: Limits of one ``/retrieve`` request, as :mod:`~empg_gym.envs.deepsearch.server` enforces them: ``topk`` at
+#: most ``MAX_TOPK``, at most ``MAX_QUERIES`` queries, and queries × topk at most ``MAX_HITS`` (the passages one
+#: response may hold: a batch of 4,096 queries at Search-R1's topk 3 fits; about 12 MB of wiki-18 passages with
+#: scores). :class:`HTTPRetriever` splits a larger batch into requests that fit.
+MAX_TOPK = 1000
+MAX_QUERIES = 4096
+MAX_HITS = 16384
+
 
 @dataclass(frozen=True)
 class Passage:
@@ -289,13 +297,22 @@ class HTTPRetriever:
         return out
 
     def batch_search(self, queries: Sequence[str], topk: int = 3) -> list[list[Hit]]:
-        """Return the top-``topk`` hits of each query from the server."""
+        """Return the top-``topk`` hits of each query from the server.
+
+        With ``api="queries"`` the batch goes in as few requests as the server's limits allow (at most
+        :data:`MAX_QUERIES` queries and :data:`MAX_HITS` queries × topk each).
+        """
         topk = _check_topk(topk)
         queries = [str(q) for q in queries]
         if not queries:
             return []
         if self.api == "queries":
-            return self._parse(self._post({"queries": queries, "topk": topk, "return_scores": True}), len(queries))
+            size = max(1, min(MAX_QUERIES, MAX_HITS // topk))
+            out: list[list[Hit]] = []
+            for start in range(0, len(queries), size):
+                chunk = queries[start : start + size]
+                out += self._parse(self._post({"queries": chunk, "topk": topk, "return_scores": True}), len(chunk))
+            return out
         return [self._parse(self._post({"query": q, "topk": topk, "return_scores": True}), 1)[0] for q in queries]
 
     def search(self, query: str, topk: int = 3) -> list[Hit]:

@@ -4,7 +4,11 @@ r"""A retrieval server with Search-R1's API over our BM25 index, so Search-R1 / 
 verl-agent's single-query request ``{"query": "...", ...}`` and answers ``{"result": [[hit, ...], ...]}``: one
 list per query, each hit ``{"document": {"id", "contents"}, "score"}`` with ``return_scores``, else the bare
 document. ``topk`` defaults to the server's (3). ``GET /health`` reports the corpus size. Malformed requests get
-HTTP 400 with ``{"error": "..."}`` saying what was wrong. The server binds to 127.0.0.1 unless told otherwise.
+HTTP 400 with ``{"error": "..."}`` saying what was wrong: a body that is not JSON (numbers of more than
+:data:`MAX_INT_DIGITS` digits and arrays or objects nested too deeply to parse included), a ``topk`` outside 1 to
+:data:`MAX_TOPK`, more than :data:`MAX_QUERIES` queries, or more than :data:`MAX_HITS` passages asked for
+(queries × topk: split the batch, as :class:`HTTPRetriever` does). Bodies over 16 MB get 413. The server binds
+to 127.0.0.1 unless told otherwise.
 
 ``empg-gym serve-retriever`` calls :func:`main`; in Python, :class:`RetrievalServer` runs one in a thread.
 
@@ -22,22 +26,45 @@ import argparse
 import json
 import logging
 import os
+import reprlib
 import threading
 from collections.abc import Sequence
 from typing import Any
 
-from empg_gym.envs.deepsearch.retrievers import BM25Retriever, Passage, Retriever
+from empg_gym.envs.deepsearch.retrievers import (
+    MAX_HITS,
+    MAX_QUERIES,
+    MAX_TOPK,
+    BM25Retriever,
+    Passage,
+    Retriever,
+)
 from empg_gym.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-#: Largest ``topk`` and batch a request may ask for.
-MAX_TOPK = 1000
-MAX_QUERIES = 4096
+#: Longest integer a request body may hold (``topk`` needs 4 digits; Python refuses to read more than 4,300).
+MAX_INT_DIGITS = 100
+_EXAMPLE = '{"queries": ["what is X?"], "topk": 3, "return_scores": true}'
+
+# Short, depth-limited previews of request values for error messages (a value may be huge or nested deep).
+_preview = reprlib.Repr()
+_preview.maxlevel, _preview.maxlist, _preview.maxdict = 3, 6, 6
+_preview.maxstring, _preview.maxlong, _preview.maxother = 60, 40, 60
 
 
 class RequestError(ValueError):
     """A request the server refuses with HTTP 400."""
+
+
+def _parse_int(digits: str) -> int:
+    n = len(digits.lstrip("-"))
+    if n > MAX_INT_DIGITS:
+        raise RequestError(
+            f"The request body holds a {n}-digit number; numbers in a request have at most {MAX_INT_DIGITS} digits "
+            f"('topk' is from 1 to {MAX_TOPK}). Send e.g. {_EXAMPLE}."
+        )
+    return int(digits)
 
 
 def _topk(body: dict[str, Any], default: int) -> int:
@@ -45,7 +72,7 @@ def _topk(body: dict[str, Any], default: int) -> int:
     if topk is None or topk == 0:  # Search-R1 falls back to its default when topk is missing or 0
         return default
     if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= MAX_TOPK:
-        raise RequestError(f"'topk' must be an integer from 1 to {MAX_TOPK}, got {topk!r}.")
+        raise RequestError(f"'topk' must be an integer from 1 to {MAX_TOPK}, got {_preview.repr(topk)}.")
     return topk
 
 
@@ -56,28 +83,40 @@ def parse_request(raw: bytes, default_topk: int) -> tuple[list[str], int, bool, 
         RequestError: with a message that says what was wrong and what a valid body looks like.
     """
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = json.loads(raw.decode("utf-8"), parse_int=_parse_int)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RequestError(f"The request body is not valid JSON ({err}). Send e.g. "
-                           '{"queries": ["what is X?"], "topk": 3, "return_scores": true}.') from None
+        raise RequestError(f"The request body is not valid JSON ({err}). Send e.g. {_EXAMPLE}.") from None
+    except RecursionError:
+        raise RequestError(
+            f"The request body nests arrays or objects too deeply to read; a request is one object holding a list "
+            f"of strings. Send e.g. {_EXAMPLE}."
+        ) from None
     if not isinstance(body, dict):
         raise RequestError(f"The request body must be a JSON object, got {type(body).__name__}.")
     if "queries" in body:
         queries, batch = body["queries"], True
         if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
-            raise RequestError(f"'queries' must be a list of strings, got {str(queries)[:100]!r}.")
+            raise RequestError(f"'queries' must be a list of strings, got {_preview.repr(queries)}.")
         if len(queries) > MAX_QUERIES:
             raise RequestError(f"'queries' has {len(queries)} entries; send at most {MAX_QUERIES} per request.")
     elif "query" in body:
         if not isinstance(body["query"], str):
-            raise RequestError(f"'query' must be a string, got {str(body['query'])[:100]!r}.")
+            raise RequestError(f"'query' must be a string, got {_preview.repr(body['query'])}.")
         queries, batch = [body["query"]], False
     else:
-        raise RequestError(f"The request needs 'queries' (a list of strings) or 'query' (a string); got keys {sorted(body)}.")
+        keys = _preview.repr(sorted(body))
+        raise RequestError(f"The request needs 'queries' (a list of strings) or 'query' (a string); got keys {keys}.")
     return_scores = body.get("return_scores", False)
     if not isinstance(return_scores, bool):
-        raise RequestError(f"'return_scores' must be true or false, got {return_scores!r}.")
-    return queries, _topk(body, default_topk), return_scores, batch
+        raise RequestError(f"'return_scores' must be true or false, got {_preview.repr(return_scores)}.")
+    topk = _topk(body, default_topk)
+    if len(queries) * topk > MAX_HITS:
+        raise RequestError(
+            f"The request asks for {len(queries)} queries x topk {topk} = {len(queries) * topk} passages; one "
+            f"response holds at most {MAX_HITS}. Split the queries over several requests (at most "
+            f"{max(1, MAX_HITS // topk)} at topk {topk}) or ask for a smaller topk."
+        )
+    return queries, topk, return_scores, batch
 
 
 def create_app(retriever: Retriever, *, default_topk: int = 3, num_passages: int | None = None) -> Any:

@@ -10,7 +10,10 @@ observations and rewards.
 
 ## Action grammar, Observation, Rewards, Episode end, Info
 As ``EMPG-WebShop-v0``. ``search[...]`` fills the page's search box and presses its button; ``click[x]`` clicks
-the button, link or radio whose lower-cased label (or value) is ``x``; the env waits for the new document.
+the button, link or radio whose lower-cased label (or value) is ``x``; the env waits for the new document. Every
+action is checked against the page before the browser sees it, and a query is put in the box as the text env
+searches it (:func:`~empg_gym.envs.webshop.engine.browser_text`: a valid Unicode string on one line), so any
+string gives the text env's result or its invalid-action feedback, never an exception.
 
 ## Arguments
 As ``EMPG-WebShop-v0``, plus:
@@ -39,7 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 from empg_gym.core import StepResult
-from empg_gym.envs.webshop.engine import admissible, check_action, invalid_observation, join_segments
+from empg_gym.envs.webshop.engine import admissible, check_action, join_segments
 from empg_gym.envs.webshop.env import WebShopTextEnv
 from empg_gym.envs.webshop.search import CatalogConfig
 from empg_gym.errors import BackendError
@@ -236,13 +239,17 @@ class WebShopBrowserEnv(WebShopTextEnv):
         self._session = self._server.app.session(self._sid)  # the server's session: read only by the oracle
         return page.text()
 
+    def _current_view(self) -> DomPage:
+        """Return the page as last read from the browser."""
+        return self._page
+
     def _step(self, action: str) -> StepResult:
         page = self._page
         parsed, reason = check_action(action, page)
         if page.kind == "done":
             parsed, reason = None, "the purchase is complete; start a new session"
         if parsed is None:
-            return StepResult(invalid_observation(reason, page), valid=False)
+            return self._invalid_action(reason)
         name, arg = parsed
         page = self._navigate(lambda: self._search(arg) if name == "search" else self._click(arg))
         if page.kind != "done":

@@ -120,20 +120,45 @@ class PageView:
         return list(dict.fromkeys(buttons + links + radios))
 
 
-def parse_action(action: str) -> tuple[str, str] | None:
-    """Return ``(name, argument)`` of a ``search[...]`` / ``click[...]`` action, or ``None``.
+def browser_text(text: str) -> str:
+    r"""Return ``text`` as a browser's search box holds it: a valid Unicode string on one line.
+
+    A browser keeps text as UTF-16 and sends a form as UTF-8: a lone surrogate (``"\ud800"``, which Python
+    strings may hold) becomes U+FFFD and a surrogate pair the character it encodes; a text box holds no line
+    breaks (the browser deletes them; here each becomes a space, so the words on either side stay apart, as in
+    WebShop's text mode). Every search query goes through this in text mode, in the browser and on the site, so
+    the three search for the same words and show the same results.
 
     Example:
-        >>> parse_action("click[ Buy Now ]"), parse_action("jump")
-        (('click', 'buy now'), None)
+        >>> browser_text("\ud800 shampoo\r\nfor dry hair"), browser_text("\ud83d\ude42")
+        ('� shampoo  for dry hair', '🙂')
+    """
+    if not text.isascii():
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def parse_action(action: str) -> tuple[str, str] | None:
+    r"""Return ``(name, argument)`` of a ``search[...]`` / ``click[...]`` action, or ``None``.
+
+    The argument is stripped and lower-cased; a search query is first made what a browser's search box would
+    send (:func:`browser_text`).
+
+    Example:
+        >>> parse_action("click[ Buy Now ]"), parse_action("jump"), parse_action("search[Dry\nHair]")
+        (('click', 'buy now'), None, ('search', 'dry hair'))
     """
     m = _ACTION.match(action)
     if m is None:
         return None
-    return m.group(1).lower(), m.group(2).strip().lower()
+    name, arg = m.group(1).lower(), m.group(2)
+    if name == "search":
+        arg = browser_text(arg)
+    return name, arg.strip().lower()
 
 
-def _short(text: str, n: int = 60) -> str:
+def shorten(text: str, n: int = 60) -> str:
+    """Return ``text`` cut to ``n`` characters (ending in ``...`` when cut), for quoting it in a message."""
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
@@ -141,7 +166,7 @@ def check_action(action: str, view: PageView) -> tuple[tuple[str, str] | None, s
     """Validate ``action`` against a page: ``((name, arg), "")`` if it can be done, else ``(None, reason)``."""
     parsed = parse_action(action)
     if parsed is None:
-        return None, f"{_short(action)!r} is not of the form search[keywords] or click[element]"
+        return None, f"{shorten(action)!r} is not of the form search[keywords] or click[element]"
     name, arg = parsed
     if name == "search":
         if not view.has_search_bar:
@@ -152,7 +177,7 @@ def check_action(action: str, view: PageView) -> tuple[tuple[str, str] | None, s
             return None, f"the search query has {len(arg)} characters, more than the limit of {MAX_QUERY_CHARS}"
         return parsed, ""
     if arg not in view.clickables():
-        return None, f"{_short(arg)!r} is not a clickable element of this page"
+        return None, f"{shorten(arg)!r} is not a clickable element of this page"
     return parsed, ""
 
 

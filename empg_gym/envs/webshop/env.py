@@ -10,8 +10,10 @@ catalog of 1,200 generated products (or WebShop's own files) with bm25s search: 
 ``search[keywords]`` (only on the search page) and ``click[x]`` with ``x`` one of the page's lower-cased
 clickables: ``back to search``, ``next >``, ``< prev``, a product asin (``b0...``), an option value,
 ``description``, ``features``, ``reviews``, ``buy now``. ``info["admissible_actions"]`` lists the clicks of the
-current page, plus ``search[<your query>]`` (a template: any keywords) where the search box is. Anything else
-gives ``Invalid action: <reason>. [SEP] <the unchanged page>`` with ``action_valid=False``.
+current page, plus ``search[<your query>]`` (a template: any keywords) where the search box is. A query is
+searched as a browser's search box would send it (line breaks become spaces, a lone surrogate U+FFFD) and may
+have up to 1,000 characters. An action is a ``str``; anything else (``bytes`` included), and any action the page
+does not offer, gives ``Invalid action: <reason>. [SEP] <the unchanged page>`` with ``action_valid=False``.
 
 ## Observation
 The visible text of the page joined with `` [SEP] `` as WebShop's ``text`` observation mode, e.g.
@@ -99,11 +101,19 @@ class WebShopTextEnv(TextEnv):
         self._session = self._new_session(task)
         return self._session.view().text()
 
+    def _current_view(self) -> Any:
+        """Return the page the agent sees now (anything with ``text()``)."""
+        return self._session.view()
+
+    def _invalid_action(self, reason: str) -> StepResult:
+        """Answer an invalid action, whatever its type: ``Invalid action: <reason>. [SEP] <the unchanged page>``."""
+        return StepResult(invalid_observation(reason, self._current_view()), valid=False)
+
     def _step(self, action: str) -> StepResult:
         session = self._session
         outcome = session.act(action)
         if not outcome.valid:
-            return StepResult(invalid_observation(outcome.reason, session.view()), valid=False)
+            return self._invalid_action(outcome.reason)
         extra = {"reward_info": dict(session.reward_info)} if outcome.done else {}
         return StepResult(session.view().text(), reward=outcome.reward, terminated=outcome.done, extra_info=extra)
 

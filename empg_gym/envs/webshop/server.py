@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from empg_gym.envs.webshop.engine import SEP, PageView, ShopSession, check_action
+from empg_gym.envs.webshop.engine import SEP, PageView, ShopSession, check_action, shorten
 from empg_gym.envs.webshop.search import CatalogConfig, Store, get_store
 from empg_gym.errors import ConfigError, TaskNotFoundError
 from empg_gym.tasks import check_split
@@ -128,11 +128,14 @@ class ShopApp:
             split = request.args.get("split", self.split)
             try:
                 ids = self.store.manifest.task_ids(split)
+            except ConfigError as err:
+                abort(400, str(err))
+            try:
                 seed = int(request.args["seed"]) if "seed" in request.args else None
-            except (ConfigError, ValueError):
-                abort(400, "bad split or seed")
+            except ValueError:  # not an integer, or more digits than Python reads (4,300)
+                abort(400, f"seed must be an integer, got {shorten(request.args['seed'])!r}; e.g. /?seed=3.")
             if not ids:
-                abort(400, "empty split")
+                abort(400, f"split {split!r} has no tasks; choose another split.")
             return ids[(secrets.randbelow(len(ids)) if seed is None else seed) % len(ids)]
 
         @app.get("/")
