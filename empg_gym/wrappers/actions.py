@@ -133,11 +133,9 @@ class ActionParsingWrapper(gym.Wrapper[Any, str, Any, str]):
 
     def step(self, action: str) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Parse ``action`` (the model's response), step the env with the result, and apply the penalty."""
-        if isinstance(action, bytes):
-            action = action.decode("utf-8", errors="replace")
         if isinstance(action, str):
             parsed = parse_response(action, free_form=self._free_form, require_think=self.require_think)
-        else:  # the env answers a non-string with invalid-action feedback
+        else:  # the env answers a non-string (bytes included) with invalid-action feedback
             parsed = ParsedResponse(action=action, format_valid=False, tag=None)
         obs, reward, terminated, truncated, info = self.env.step(parsed.action)
         self._free_form = not info.get("admissible_actions")
