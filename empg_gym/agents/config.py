@@ -36,7 +36,8 @@ class TrainConfig:
         algo_overrides: Dotted overrides of the preset, e.g. ``{"clip_high": 0.3, "empg.zeta": 0.1}``.
         model: ``smollm2-135m`` (embedded), ``tiny-actions`` (a tiny random Llama whose tokens are the env's
             actions; CPU learning checks), ``tiny`` (tiny random Llama, byte tokenizer), a local folder or a hub id.
-        dtype: Weight dtype (``float32`` on CPU).
+        dtype: Weight dtype (``float32`` on CPU). With ``bfloat16``/``float16`` the trainable weights are kept in float32
+            (master weights) and forward passes autocast to the 16-bit dtype.
         lora_rank: Train a LoRA adapter of this rank instead of all weights (``None``: full fine-tuning).
         gradient_checkpointing: Recompute activations in the backward pass (less memory, more time).
         updates: Number of policy updates (verl-agent: 150).
@@ -55,7 +56,8 @@ class TrainConfig:
         system_prompt: A system turn put before every step prompt (chat-template models only; ``None``: none).
         response_prefix: Text that opens every response, e.g. ``"<think>"`` or ``"<action>"``: the model continues
             it, and the env sees the prefix plus the continuation. Steers a small model into the format.
-        invalid_format_penalty: Subtracted from a malformed step's reward (verl-agent: 0.1).
+        invalid_format_penalty: Subtracted from a malformed step's *advantage*, after the estimator, for every
+            algorithm (verl-agent subtracts 0.1 from the reward before normalising; docs/algorithms.md says why not).
         reward_scale: Outcome reward ``R = reward_scale × won`` (verl-agent: 10).
         max_steps: Cut trajectories after this many steps (``None``: the env's own limit).
         vectorization: ``sync`` steps the envs in this process; ``async`` runs one process per env.

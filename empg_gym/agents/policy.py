@@ -11,6 +11,12 @@ against: the base model with the adapter switched off when LoRA is on, else a fr
 Log-probs and entropies are always those of the full temperature-scaled distribution (top-p only changes which
 token is drawn), so the first PPO epoch sees ``r = exp(log π − log π_old) = 1`` up to float error, as in verl.
 
+A model given in bfloat16 or float16 trains in mixed precision: its trainable weights become float32 *master*
+weights (the optimiser steps those) and every forward pass runs under ``torch.autocast`` in the model's 16-bit dtype.
+Stepping 16-bit weights directly loses updates: at lr 1e-6 an AdamW step (about ``lr`` per entry) is far below half
+the bfloat16 spacing of a weight of size 0.02 (the spacing is ``2^-13``, 1.2e-4), so it rounds away (issue #17: one
+update changed 2.1% of a tiny model's entries).
+
 Example:
     >>> from empg_gym.agents.models import tiny_random_model
     >>> policy = LLMPolicy(*tiny_random_model(seed=0))
@@ -30,7 +36,7 @@ import inspect
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -172,6 +178,10 @@ class LLMPolicy:
         response_prefix: Text put at the start of every assistant turn, e.g. ``"<think>"`` to steer a small model
             into the answer format. It is part of the prompt tokens (never trained on) and is prepended to
             :attr:`Generation.text`, so parsers see the whole answer.
+
+    Attributes:
+        compute_dtype: The 16-bit dtype forward passes autocast to when the model came in bfloat16/float16 (its
+            trainable weights are then kept in float32), or ``None`` for plain float32.
     """
 
     def __init__(
@@ -198,8 +208,10 @@ class LLMPolicy:
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
         self.eos_token_ids = _eos_ids(model, tokenizer)
+        self.compute_dtype = _half_dtype(model)
         if lora is not None:
             model = _add_lora(model, lora)
+        _fp32_master_weights(model)
         if gradient_checkpointing:
             _enable_checkpointing(model)
             if lora is not None:
@@ -289,7 +301,7 @@ class LLMPolicy:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self.autocast():
                 out = self._prefill(input_ids, attention, positions)
                 logits, cache = out.logits[:, -1, :].index_select(0, index), _cache_of(out)
                 cache.reorder_cache(index)
@@ -439,13 +451,14 @@ class LLMPolicy:
         net = model if model is not None else self.model
         kwargs = {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions, "use_cache": False}
         # Column P_max - 1 + t predicts response token t: keep the last T_max + 1 columns, drop the final one.
-        if self._logits_to_keep_ok:
-            try:
-                logits = net(**kwargs, logits_to_keep=t_max + 1).logits[:, :t_max]
-            except TypeError:
-                self._logits_to_keep_ok = False
-        if not self._logits_to_keep_ok:
-            logits = net(**kwargs).logits[:, -(t_max + 1) : -1]
+        with self.autocast():
+            if self._logits_to_keep_ok:
+                try:
+                    logits = net(**kwargs, logits_to_keep=t_max + 1).logits[:, :t_max]
+                except TypeError:
+                    self._logits_to_keep_ok = False
+            if not self._logits_to_keep_ok:
+                logits = net(**kwargs).logits[:, -(t_max + 1) : -1]
         logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)  # (N, T_max, V)
         mask = mask.to(device)
         log_probs = logp_all.gather(-1, targets.to(device)[..., None]).squeeze(-1) * mask
@@ -461,13 +474,40 @@ class LLMPolicy:
         response_ids: Sequence[torch.Tensor],
         *,
         temperature: float = 1.0,
+        chunk_size: int | None = None,
     ) -> TokenScores:
-        """Score responses under the reference policy (no gradients): log-probs for the KL term, no entropies."""
+        """Score responses under the reference policy (no gradients): log-probs for the KL term, no entropies.
+
+        Args:
+            prompt_ids: ``N`` tensors ``(P_i,)``.
+            response_ids: ``N`` tensors ``(T_i,)``.
+            temperature: The sampling temperature the responses were drawn at.
+            chunk_size: Score at most this many samples per forward pass (``None``: all at once). One pass over a
+                paper-sized batch (~1000 step samples × 512 tokens × a 150k vocabulary) would hold ~20 GB of logits;
+                chunks of the trainer's micro-batch size hold what one training forward holds.
+
+        Returns:
+            :class:`TokenScores` right-padded to the longest response of all ``N``, as one pass would give.
+        """
         torch = _torch()
+        if chunk_size is not None and chunk_size < 1:
+            raise ConfigError(f"chunk_size={chunk_size} must be a positive int or None (score all at once).")
+        n = len(prompt_ids)
+        step = chunk_size or max(n, 1)
+        parts: list[TokenScores] = []
         with torch.no_grad(), self.reference() as ref:
-            return self.score(
-                prompt_ids, response_ids, temperature=temperature, with_entropy=False, model=ref
-            )
+            for start in range(0, max(n, 1), step):
+                parts.append(self.score(prompt_ids[start : start + step], response_ids[start : start + step],
+                                        temperature=temperature, with_entropy=False, model=ref))
+        if len(parts) == 1:
+            return parts[0]
+        width = max(p.log_probs.shape[1] for p in parts)
+        pad = torch.nn.functional.pad
+        return TokenScores(
+            log_probs=torch.cat([pad(p.log_probs, (0, width - p.log_probs.shape[1])) for p in parts]),
+            entropies=None,
+            mask=torch.cat([pad(p.mask, (0, width - p.mask.shape[1])) for p in parts]),
+        )
 
     @contextmanager
     def reference(self) -> Iterator[PreTrainedModel]:
@@ -485,6 +525,8 @@ class LLMPolicy:
 
     def _frozen_copy(self) -> PreTrainedModel:
         ref = copy.deepcopy(self.model)
+        if self.compute_dtype is not None:  # frozen: no master weights needed, it runs in the compute dtype
+            ref.to(self.compute_dtype)
         ref.eval()
         for p in ref.parameters():
             p.requires_grad_(False)
@@ -496,6 +538,12 @@ class LLMPolicy:
             self._reference = self._frozen_copy()
 
     # ------------------------------------------------------------------------------------------- utilities
+    def autocast(self) -> AbstractContextManager[Any]:
+        """Return the context forward passes run in: autocast to :attr:`compute_dtype`, or a no-op in float32."""
+        if self.compute_dtype is None:
+            return nullcontext()
+        return _torch().autocast(device_type=self.device.type, dtype=self.compute_dtype)
+
     @property
     def device(self) -> torch.device:
         """The device of the model's weights."""
@@ -531,6 +579,24 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[
             "Neither the model nor the tokenizer defines an EOS token id; set tokenizer.eos_token."
         )
     return ids
+
+
+def _half_dtype(model: PreTrainedModel) -> torch.dtype | None:
+    """Return bfloat16/float16 when the model's floating-point weights are in it, else ``None``."""
+    torch = _torch()
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    for half in (torch.bfloat16, torch.float16):
+        if half in dtypes:
+            return half
+    return None
+
+
+def _fp32_master_weights(model: PreTrainedModel) -> None:
+    """Store every trainable 16-bit weight in float32, in place (the optimiser then steps float32 master weights)."""
+    torch = _torch()
+    for p in model.parameters():
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
 
 
 def _add_lora(model: PreTrainedModel, lora: LoraSettings) -> PreTrainedModel:

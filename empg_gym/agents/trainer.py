@@ -7,15 +7,21 @@ over mini-batches with gradient accumulation (:func:`~empg_gym.agents.algorithms
 clipping. The loop never looks at the algorithm's name: DAPO's dynamic sampling is the preset's
 ``filter_groups`` flag, EMPG is its ``empg`` block.
 
+Budget: ``updates`` counts policy updates. A DAPO round whose every group is uninformative, even after
+``max_resample_batches`` rollout batches, changes nothing and is not counted; it is retried with new rollouts until
+the run has drawn ``updates × max_resample_batches`` rollout batches in all (verl's ``max_num_gen_batches`` per
+update, pooled over the run), and only then does the run stop short. Each metrics row carries the cumulative
+``budget/rollout_batches`` and ``budget/env_steps`` (docs/fairness.md).
+
 Example:
     >>> from empg_gym.agents.config import TrainConfig
     >>> cfg = TrainConfig(env_id="EMPG-KeyDoor-v0", algo="empg", model="tiny-actions", updates=1,
     ...                   tasks_per_update=2, group_size=2, max_new_tokens=1, require_think=False,
     ...                   mini_batch_size=16, micro_batch_size=8, progress=False)
     >>> import tempfile; out = tempfile.mkdtemp()
-    >>> history = Trainer(cfg, out).train()                    # doctest: +ELLIPSIS
-    >>> sorted(k for k in history[-1] if k.startswith("empg/"))[:2]
-    ['empg/bonus_frac', 'empg/f_mean']
+    >>> history = Trainer(cfg, out).train()
+    >>> {"empg/g_mean", "actor/pg_loss", "budget/env_steps"} <= set(history[-1])
+    True
 """
 
 from __future__ import annotations
@@ -57,18 +63,29 @@ def build_policy(config: TrainConfig) -> Any:
         from empg_gym.agents.tiny import KEYDOOR_ACTIONS, KEYDOOR_WORDS, tiny_action_model
 
         model, tokenizer = tiny_action_model(KEYDOOR_ACTIONS, KEYDOOR_WORDS, seed=config.seed)
-        return LLMPolicy(model, tokenizer, lora=lora, use_chat_template=False,
+        return LLMPolicy(_as_dtype(model, config.dtype), tokenizer, lora=lora, use_chat_template=False,
                          response_prefix=config.response_prefix)
     if config.model == "tiny":
         from empg_gym.agents.models import tiny_random_model
 
         model, tokenizer = tiny_random_model(seed=config.seed)
+        model = _as_dtype(model, config.dtype)
     else:
         from empg_gym.agents.models import load_model
 
         model, tokenizer = load_model(config.model, dtype=config.dtype)
     return LLMPolicy(model, tokenizer, lora=lora, gradient_checkpointing=config.gradient_checkpointing,
                      system_prompt=config.system_prompt, response_prefix=config.response_prefix)
+
+
+def _as_dtype(model: Any, dtype: str) -> Any:
+    """Cast a tiny model's weights to ``dtype`` as :func:`~empg_gym.agents.models.load_model` loads real ones."""
+    import torch
+
+    try:
+        return model.to(getattr(torch, dtype))
+    except (AttributeError, TypeError):
+        raise ConfigError(f"Unknown dtype {dtype!r}; pass a torch dtype name such as 'float32' or 'bfloat16'.") from None
 
 
 def make_envs(config: TrainConfig, n: int) -> Any:
@@ -112,8 +129,9 @@ def seed_everything(seed: int) -> None:
 def to_step_batch(samples: Sequence[Any], reward_scale: float) -> tuple[Any, list[Any], list[Any]]:
     """Return ``(StepBatch, prompt_ids, response_ids)`` for rollout samples (responses right-padded to ``T``).
 
-    The per-sample reward is the trajectory's outcome minus the step's invalid-format penalty; GiGPO's
-    ``step_reward`` is the env's reward at that step, scaled like the outcome.
+    The per-sample reward is the trajectory's outcome; GiGPO's ``step_reward`` is the env's reward at that step,
+    scaled like the outcome. The step's invalid-format penalty goes to ``format_penalty``: ``compute_advantages``
+    subtracts it from the step's advantage, after the estimator, for every algorithm.
     """
     import torch
 
@@ -132,18 +150,18 @@ def to_step_batch(samples: Sequence[Any], reward_scale: float) -> tuple[Any, lis
     def col(name: str, dtype: Any) -> Any:
         return torch.tensor([getattr(s, name) for s in samples], dtype=dtype)
 
-    penalty = col("format_penalty", torch.float32)
     batch = StepBatch(
         response_mask=mask,
         old_logp=old_logp,
-        reward=col("reward", torch.float32) - penalty,
+        reward=col("reward", torch.float32),
         group_id=col("group_id", torch.long),
         traj_id=col("traj_id", torch.long),
         step_index=col("step_index", torch.long),
         is_last=col("is_last", torch.bool),
         token_entropy=entropy,
-        step_reward=reward_scale * col("env_reward", torch.float32) - penalty,
+        step_reward=reward_scale * col("env_reward", torch.float32),
         obs_key=observation_keys([s.observation for s in samples]),
+        format_penalty=col("format_penalty", torch.float32),
     )
     return batch, [s.prompt_ids for s in samples], [s.response_ids for s in samples]
 
@@ -153,19 +171,54 @@ def _renumber(samples: Sequence[Any], group_offset: int, traj_offset: int) -> li
             for s in samples]
 
 
+def mini_batches(n: int, size: int, generator: Any = None) -> list[Any]:
+    """Split a random permutation of ``range(n)`` into ``max(1, round(n / size))`` mini-batches of near-equal size.
+
+    Sizes differ by at most one and lie within ``[size / 2, 3 size / 2]`` (a whole batch smaller than ``size / 2`` is
+    one mini-batch). A remainder is spread over the mini-batches instead of getting its own optimizer
+    step: AdamW divides each step by the gradient's running scale, so a step on a 6-sample leftover would move the
+    weights about as far as one on a full mini-batch.
+
+    Example:
+        >>> import torch
+        >>> [len(m) for m in mini_batches(70, 32, torch.Generator().manual_seed(0))]
+        [35, 35]
+        >>> [len(m) for m in mini_batches(100, 32)], [len(m) for m in mini_batches(10, 32)]
+        ([34, 33, 33], [10])
+    """
+    import torch
+
+    order = torch.randperm(n, generator=generator)
+    return list(torch.tensor_split(order, max(1, int(n / size + 0.5))))
+
+
 # ------------------------------------------------------------------------------------------------- metrics
 class MetricsLogger:
-    """Append one JSON line per update to ``metrics.jsonl`` and mirror the scalars to TensorBoard."""
+    """Append one JSON line per update to ``metrics.jsonl`` and mirror the scalars to TensorBoard.
 
-    def __init__(self, out_dir: Path) -> None:
+    A run that starts at update ``start`` (0: a fresh run; else the update of the checkpoint it resumed from) first
+    drops what an earlier, killed process logged after ``start``: those updates are about to be redone. TensorBoard
+    gets a fresh event folder on a fresh run, and ``purge_step = start + 1`` on a resumed one, so every update keeps
+    exactly one value there too.
+
+    Args:
+        out_dir: The run folder (``metrics.jsonl`` and ``tensorboard/`` go there).
+        start: The update the run starts after.
+    """
+
+    def __init__(self, out_dir: Path, start: int = 0) -> None:
         self.path = out_dir / "metrics.jsonl"
+        self.truncate(start)
         self._tb: Any = None
+        tb_dir = out_dir / "tensorboard"
         try:
             from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
         except ImportError:  # tensorboard is optional
             logger.info("tensorboard is not installed; metrics go to %s only", self.path)
+            return
+        if start == 0:
+            shutil.rmtree(tb_dir, ignore_errors=True)
+        self._tb = SummaryWriter(log_dir=str(tb_dir), purge_step=start + 1 if start else None)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Record ``metrics`` for update ``step``."""
@@ -178,7 +231,7 @@ class MetricsLogger:
             self._tb.flush()
 
     def truncate(self, step: int) -> None:
-        """Drop records of updates after ``step`` (after resuming from the checkpoint written at ``step``)."""
+        """Drop records of updates after ``step`` (all of them for ``step = 0``)."""
         if not self.path.is_file():
             return
         lines = [ln for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip()]
@@ -196,6 +249,16 @@ def _mean_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([p[k] for p in parts if k in p])) for k in sorted(keys)}
 
 
+def _merge_micro(parts: list[dict[str, float]], tokens: list[float]) -> dict[str, float]:
+    """One mini-batch's metrics from its micro-batches': loss shares summed, means weighted by response tokens."""
+    from empg_gym.agents.algorithms import SUMMED_METRICS
+
+    w = np.asarray(tokens, dtype=float) if sum(tokens) > 0 else np.ones(len(tokens))
+    keys = {k for p in parts for k in p}
+    return {k: float(sum(p[k] for p in parts)) if k in SUMMED_METRICS
+            else float(np.average([p[k] for p in parts], weights=w)) for k in sorted(keys)}
+
+
 # ------------------------------------------------------------------------------------------------- trainer
 class Trainer:
     """Train an LLM policy on an empg-gym env with the algorithm ``config.algo`` (see the module docstring).
@@ -203,7 +266,9 @@ class Trainer:
     Args:
         config: The run's settings.
         out_dir: Where ``metrics.jsonl``, ``tensorboard/``, ``checkpoint/`` and ``eval_*.jsonl`` go.
-        resume: Continue from ``out_dir/checkpoint`` when it exists (weights, optimizer, RNG states, update).
+        resume: Continue from ``out_dir/checkpoint`` when it exists (weights, optimizer, RNG states, update). Either
+            way the run starts after the update it loaded (0 without a checkpoint), and metrics an earlier process
+            logged after that update are dropped, so ``metrics.jsonl`` ends with exactly one row per update.
     """
 
     def __init__(self, config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False) -> None:
@@ -222,11 +287,14 @@ class Trainer:
             self.policy.trainable_parameters(), lr=config.effective_lr, weight_decay=config.weight_decay
         )
         self.update_step = 0
-        self.metrics = MetricsLogger(self.out_dir)
+        self.rollout_batches = 0  # rollout batches drawn so far (DAPO may draw several per update)
+        self.env_steps = 0  # env steps played so far (training rollouts only)
+        self._attempt = 0  # rollout batches drawn for the update in progress
+        self._skipped = 0  # DAPO rounds without an informative group since the last update
         (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1, default=str))
         if resume and (self.out_dir / CHECKPOINT / "state.json").is_file():
             self.load_checkpoint(self.out_dir / CHECKPOINT)
-            self.metrics.truncate(self.update_step)
+        self.metrics = MetricsLogger(self.out_dir, start=self.update_step)
         self.envs = make_envs(config, self.B * self.G)
 
     # ---------------------------------------------------------------------------------------------- loop
@@ -240,8 +308,17 @@ class Trainer:
             with tqdm(total=cfg.updates, initial=self.update_step, desc=f"{cfg.algo} on {cfg.env_id}",
                       unit="update", disable=not cfg.progress) as bar:
                 while self.update_step < cfg.updates:
+                    if self.rollout_batches >= self.max_rollout_batches:
+                        self._stop_short()
+                        break
                     metrics = self.train_step()
+                    if metrics.get("actor/skipped"):  # nothing changed: not an update
+                        self._skipped += 1
+                        continue
                     self.update_step += 1
+                    if self.algo.filter_groups:
+                        metrics["dapo/skipped_rounds"] = float(self._skipped)
+                    self._skipped = 0
                     if cfg.eval_tasks and cfg.eval_every and self.update_step % cfg.eval_every == 0:
                         metrics.update(self.evaluate(cfg.eval_tasks))
                     self.metrics.log(self.update_step, metrics)
@@ -258,8 +335,26 @@ class Trainer:
             self.metrics.close()
         return history
 
+    @property
+    def max_rollout_batches(self) -> int:
+        """Rollout batches the run may draw: ``updates``, times ``max_resample_batches`` when the algorithm filters."""
+        per_update = self.algo.max_resample_batches if self.algo.filter_groups else 1
+        return self.config.updates * per_update
+
+    def _stop_short(self) -> None:
+        logger.warning(
+            "%s drew its %d rollout batches (updates x max_resample_batches) after %d of %d updates: the last %d "
+            "rounds had no group whose rewards differ, so dynamic sampling had nothing to train on. The run stops "
+            "here; raise max_resample_batches or make the tasks easier for this policy.",
+            self.config.algo, self.max_rollout_batches, self.update_step, self.config.updates, self._skipped,
+        )
+        self.save_checkpoint()
+
     def train_step(self) -> dict[str, float]:
-        """Collect one batch of group rollouts and update the policy on it; return the update's metrics."""
+        """Collect one batch of group rollouts and update the policy on it; return the update's metrics.
+
+        The metrics hold ``actor/skipped = 1`` when DAPO's filter dropped every group: then nothing was updated.
+        """
         import torch
 
         from empg_gym.agents.algorithms import compute_advantages
@@ -268,15 +363,19 @@ class Trainer:
         samples, rollout_metrics = self._collect()
         t1 = time.perf_counter()
         metrics: dict[str, float] = dict(rollout_metrics)
+        metrics.update({"budget/rollout_batches": float(self.rollout_batches),
+                        "budget/env_steps": float(self.env_steps)})
         if not samples:  # DAPO's filter dropped every group, even after resampling
             metrics.update({"time/rollout": t1 - t0, "actor/skipped": 1.0})
             return metrics
         batch, prompts, responses = to_step_batch(samples, self.config.reward_scale)
         if self.algo.use_kl and self.algo.kl_coef > 0:
-            ref = self.policy.reference_scores(prompts, responses, temperature=self.config.temperature)
+            ref = self.policy.reference_scores(prompts, responses, temperature=self.config.temperature,
+                                               chunk_size=self.config.micro_batch_size)
             batch = dataclasses.replace(batch, ref_logp=_pad_to(ref.log_probs, batch.response_mask.shape[1]))
         advantages, adv_metrics = compute_advantages(self.algo, batch)
         actor_metrics = self._update(batch, advantages, prompts, responses)
+        self._attempt = 0  # the next update's first rollout batch gets that update's first seed
         t2 = time.perf_counter()
         tokens = int(batch.response_mask.sum()) + sum(int(p.numel()) for p in prompts)
         metrics.update(adv_metrics)
@@ -292,7 +391,12 @@ class Trainer:
         return metrics
 
     def _collect(self) -> tuple[list[Any], dict[str, float]]:
-        """Play ``B × G`` trajectories; with ``filter_groups``, keep only groups whose rewards differ, resampling."""
+        """Play ``B × G`` trajectories; with ``filter_groups``, keep only groups whose rewards differ, resampling.
+
+        "Differ" is judged on the reward the estimator sees (:func:`~empg_gym.agents.algorithms.informative_groups`).
+        The first rollout batch of update ``u`` has the same seed for every algorithm; resampled batches continue the
+        update's count, across rounds that kept nothing.
+        """
         from empg_gym.agents.rollout import RolloutConfig, collect_rollouts
 
         cfg = self.config
@@ -301,12 +405,16 @@ class Trainer:
             generation=self._generation(), progress=cfg.progress,
         )
         tries = self.algo.max_resample_batches if self.algo.filter_groups else 1  # verl: max_num_gen_batches
+        tries = max(1, min(tries, self.max_rollout_batches - self.rollout_batches))
         kept: list[Any] = []
         first_metrics: dict[str, float] = {}
         groups = trajs = 0
         for attempt in range(tries):
-            seed = cfg.seed * 1_000_003 + self.update_step * 101 + attempt
+            seed = cfg.seed * 1_000_003 + self.update_step * 101 + self._attempt
             rollout = collect_rollouts(self.policy, self.envs, rollout_cfg, seed=seed)
+            self._attempt += 1
+            self.rollout_batches += 1
+            self.env_steps += len(rollout.samples)
             if attempt == 0:
                 first_metrics = dict(rollout.metrics)
             samples = _renumber(rollout.samples, groups, trajs)
@@ -314,13 +422,22 @@ class Trainer:
             trajs += self.B * self.G
             if not self.algo.filter_groups:
                 return samples, first_metrics
-            kept += _varied_groups(samples)
+            kept += self._informative(samples)
             if len({s.group_id for s in kept}) >= self.B:
                 break
         keep_ids = sorted({s.group_id for s in kept})[: self.B]
         kept = [s for s in kept if s.group_id in set(keep_ids)]
         first_metrics.update({"dapo/rollout_batches": float(attempt + 1), "dapo/kept_groups": float(len(keep_ids))})
         return kept, first_metrics
+
+    def _informative(self, samples: Sequence[Any]) -> list[Any]:
+        """Keep the samples of groups whose estimator rewards are not all equal (DAPO's dynamic sampling)."""
+        from empg_gym.agents.algorithms import informative_groups
+
+        batch, _, _ = to_step_batch(samples, self.config.reward_scale)
+        keep = informative_groups(self.algo, batch)
+        kept_groups = {s.group_id for s, k in zip(samples, keep.tolist(), strict=True) if k}
+        return [s for s in samples if s.group_id in kept_groups]
 
     def _generation(self, *, greedy: bool = False) -> Any:
         from empg_gym.agents.policy import GenerationConfig
@@ -329,10 +446,15 @@ class Trainer:
                                 do_sample=not greedy)
 
     def _update(self, batch: Any, advantages: Any, prompts: list[Any], responses: list[Any]) -> dict[str, float]:
-        """PPO epochs over shuffled mini-batches, accumulating gradients over micro-batches."""
+        """PPO epochs over shuffled mini-batches (:func:`mini_batches`), accumulating gradients over micro-batches.
+
+        Every micro-batch's loss is its share of the mini-batch's loss (the mini-batch's token and sequence counts
+        divide it, :func:`~empg_gym.agents.algorithms.loss_norm`), so the gradient does not depend on
+        ``micro_batch_size``.
+        """
         import torch
 
-        from empg_gym.agents.algorithms import actor_loss, masked_mean
+        from empg_gym.agents.algorithms import actor_loss, loss_norm, masked_mean
 
         cfg = self.config
         model = self.policy.model
@@ -341,24 +463,26 @@ class Trainer:
         n, T = batch.size, batch.response_mask.shape[1]
         parts: list[dict[str, float]] = []
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(n, generator=generator)
-            for start in range(0, n, cfg.mini_batch_size):
-                mini = order[start : start + cfg.mini_batch_size]
+            for mini in mini_batches(n, cfg.mini_batch_size, generator):
                 self.optimizer.zero_grad(set_to_none=True)
+                norm = loss_norm(batch.response_mask[mini])
+                micro: list[dict[str, float]] = []
+                tokens: list[float] = []
                 for m0 in range(0, len(mini), cfg.micro_batch_size):
                     idx = mini[m0 : m0 + cfg.micro_batch_size]
                     sub = batch.select(idx)
                     scores = self.policy.score([prompts[i] for i in idx], [responses[i] for i in idx],
                                                temperature=cfg.temperature, with_entropy=True)
                     logp = _pad_to(scores.log_probs, T)
-                    loss, m = actor_loss(self.algo, logp, sub, advantages[idx])
-                    (loss * (len(idx) / len(mini))).backward()
+                    loss, m = actor_loss(self.algo, logp, sub, advantages[idx], norm)
+                    loss.backward()
                     with torch.no_grad():
                         m["actor/entropy"] = float(masked_mean(_pad_to(scores.entropies, T), sub.response_mask))
-                    parts.append(m)
+                    micro.append(m)
+                    tokens.append(float(sub.response_mask.sum()))
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
-                parts[-1]["actor/grad_norm"] = float(grad_norm)
+                parts.append({**_merge_micro(micro, tokens), "actor/grad_norm": float(grad_norm)})
         model.eval()
         return _mean_metrics(parts)
 
@@ -387,8 +511,9 @@ class Trainer:
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save({"python": random.getstate(), "numpy": np.random.get_state(),
                     "torch": torch.random.get_rng_state()}, tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps({"update": self.update_step, "config": self.config.to_dict()},
-                                                   default=str))
+        state = {"update": self.update_step, "rollout_batches": self.rollout_batches, "env_steps": self.env_steps,
+                 "attempt": self._attempt, "skipped_rounds": self._skipped, "config": self.config.to_dict()}
+        (tmp / "state.json").write_text(json.dumps(state, default=str))
         old = self.out_dir / f".{CHECKPOINT}.old-{os.getpid()}"
         if final.exists():
             os.replace(final, old)
@@ -408,6 +533,10 @@ class Trainer:
         np.random.set_state(rng["numpy"])
         torch.random.set_rng_state(rng["torch"])
         self.update_step = int(state["update"])
+        self.rollout_batches = int(state.get("rollout_batches", self.update_step))
+        self.env_steps = int(state.get("env_steps", 0))
+        self._attempt = int(state.get("attempt", 0))
+        self._skipped = int(state.get("skipped_rounds", 0))
         logger.info("resumed from %s at update %d", path, self.update_step)
 
     def close(self) -> None:
@@ -442,15 +571,3 @@ def _pad_to(x: Any, width: int) -> Any:
     if x.shape[1] >= width:
         return x[:, :width]
     return torch.nn.functional.pad(x, (0, width - x.shape[1]))
-
-
-def _varied_groups(samples: Sequence[Any]) -> list[Any]:
-    """Keep the samples of groups whose trajectory rewards are not all equal (DAPO's dynamic sampling)."""
-    import torch
-
-    from empg_gym.agents.algorithms import dapo_filter_groups
-
-    last = [s for s in samples if s.is_last]
-    keep = dapo_filter_groups(torch.tensor([s.reward for s in last]), torch.tensor([s.group_id for s in last]))
-    kept_groups = {s.group_id for s, k in zip(last, keep.tolist(), strict=True) if k}
-    return [s for s in samples if s.group_id in kept_groups]

@@ -243,6 +243,22 @@ def test_discounted_returns_and_gigpo_hand_worked():
         discounted_returns(r[:2], traj[:2], torch.tensor([0, 2]), 0.9)
 
 
+def test_gigpo_episode_term_uses_grpo_statistics():
+    """Issue #17: a 2-step win among seven 10-step failures. Counting every trajectory once, as GRPO does, the win
+    gets A = 2.47 in both; the episode term used to count steps (A = 5.87)."""  # noqa: D205
+    R = torch.tensor([1.0] * 2 + [0.0] * 70, dtype=torch.float64)
+    gid = torch.zeros(72, dtype=torch.long)
+    tid = torch.tensor([0, 0] + [1 + i // 10 for i in range(70)])
+    no_anchor = torch.arange(72)  # every observation unique: the step term is 0
+    A_grpo = grpo_advantages(R, gid, traj_ids=tid)
+    A_win = 0.875 / math.sqrt(8 / 7 * 0.125 * 0.875)  # (1 - 1/8) / unbiased std of [1, 0 x 7]
+    assert float(A_grpo[0]) == pytest.approx(A_win, rel=1e-5) == pytest.approx(2.4749, abs=1e-4)
+    A_gigpo = gigpo_advantages(R, gid, torch.zeros(72, dtype=torch.float64), no_anchor, traj_ids=tid)
+    torch.testing.assert_close(A_gigpo, A_grpo)
+    step_level = gigpo_advantages(R, gid, torch.zeros(72, dtype=torch.float64), no_anchor)  # verl-agent's option
+    assert float(step_level[0]) == pytest.approx(5.8748, abs=1e-4)
+
+
 def test_dapo_filter_and_overlong_hand_worked():
     R = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.5])
     gid = torch.tensor([0, 0, 1, 1, 2, 2, 3])

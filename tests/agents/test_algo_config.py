@@ -28,6 +28,7 @@ from empg_gym.agents.algorithms import (
     get_algorithm,
     gigpo_advantages,
     grpo_advantages,
+    informative_groups,
     kl_penalty,
     overlong_penalty,
     policy_loss,
@@ -143,7 +144,7 @@ def test_compute_advantages_equals_the_formulas_for_each_preset(seed):
     torch.testing.assert_close(A, empg_advantages(grpo_advantages(R_dapo, gid, traj_ids=b.traj_id), H, b.traj_id, b.step_index))
     G = discounted_returns(b.step_reward, b.traj_id, b.step_index, 0.95)
     A, m = compute_advantages(get_algorithm("gigpo"), b)
-    torch.testing.assert_close(A, gigpo_advantages(R, gid, G, b.obs_key, 1.0, True))
+    torch.testing.assert_close(A, gigpo_advantages(R, gid, G, b.obs_key, 1.0, True, traj_ids=b.traj_id))  # as GRPO
     assert m["gigpo/step_group_size_mean"] >= 1
 
 
@@ -206,6 +207,58 @@ def test_missing_batch_fields_give_clear_errors():
         dataclasses.replace(b, token_entropy=b.token_entropy[:, :3])
     with pytest.raises(ConfigError, match="empty batch"):
         compute_advantages(get_algorithm("grpo"), b.select(torch.zeros(b.size, dtype=torch.bool)))
+
+
+def penalty_batch() -> StepBatch:
+    """Issue #17's groups: a 2-step win among seven 10-step failures; eight failed 10-step trajectories, one of
+    whose steps is malformed (penalty 0.1). Rewards as the trainer builds them (reward_scale 10)."""  # noqa: D205
+    rows = [(10.0, 0, 0, t, t == 1) for t in range(2)]
+    rows += [(0.0, 0, j, t, t == 9) for j in range(1, 8) for t in range(10)]
+    rows += [(0.0, 1, j, t, t == 9) for j in range(8, 16) for t in range(10)]
+    N = len(rows)
+    cols = list(zip(*rows, strict=True))
+    penalty = torch.zeros(N)
+    penalty[[i for i, r in enumerate(rows) if r[2] == 8 and r[3] == 3]] = 0.1
+    mask = torch.ones(N, 4, dtype=torch.bool)
+    return StepBatch(response_mask=mask, old_logp=torch.zeros(N, 4), reward=torch.tensor(cols[0]),
+                     group_id=torch.tensor(cols[1]), traj_id=torch.tensor(cols[2]), step_index=torch.tensor(cols[3]),
+                     is_last=torch.tensor(cols[4]), token_entropy=torch.ones(N, 4), step_reward=torch.tensor(cols[0]),
+                     obs_key=torch.arange(N), format_penalty=penalty)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_a_format_penalty_never_outweighs_a_win(name):
+    """Issue #17: one penalised step of eight failed trajectories got A = -8.31 under GRPO, more than three times a
+    1-of-8 win's +2.47. Now the penalty is applied after the estimator: it moves that step by exactly -0.1."""  # noqa: D205
+    b = penalty_batch()
+    A, m = compute_advantages(get_algorithm(name), b)
+    pen = b.format_penalty > 0
+    win = b.traj_id == 0
+    sibling = (b.traj_id == 8) & (b.step_index == 2)  # same trajectory, same entropy, also not the last step
+    assert float(A[pen] - A[sibling]) == pytest.approx(-0.1, abs=1e-6)
+    assert float(A[pen].abs()) < float(A[win].min()), (float(A[pen]), A[win].tolist())
+    assert m["adv/format_penalty_frac"] == pytest.approx(1 / b.size)
+    if name == "gigpo":  # no shared observation: the step term is 0, the episode term is GRPO's (issue #17)
+        torch.testing.assert_close(A, compute_advantages(get_algorithm("grpo"), b)[0])
+    if name == "grpo":
+        assert float(A[pen]) == pytest.approx(-0.1, abs=1e-6)
+        torch.testing.assert_close(A[win], torch.full((2,), 2.4748737), rtol=1e-5, atol=0)
+
+
+def test_dapo_filters_on_the_reward_the_estimator_sees():
+    """The filter keeps exactly the groups whose estimator advantages are not all zero (issue #17)."""
+    b = penalty_batch()
+    dapo = get_algorithm("dapo")
+    keep = informative_groups(dapo, b)
+    assert keep.tolist() == (b.group_id == 0).tolist()  # the penalty alone neither keeps nor drops a group
+    A_est, _ = compute_advantages(dataclasses.replace(dapo, name="x"), dataclasses.replace(b, format_penalty=None))
+    assert bool((A_est[~keep] == 0).all()) and bool((A_est[keep] != 0).any())
+    # overlong shaping is part of that reward: an all-fail group whose response lengths differ is informative
+    short = dataclasses.replace(dapo, overlong=OverlongConfig(max_len=4, buffer_len=2))
+    mask = b.response_mask.clone()
+    mask[b.group_id == 1, 2:] = False
+    mask[(b.traj_id == 9) & (b.step_index == 0), 2] = True  # one 3-token response: penalty -0.5
+    assert bool(informative_groups(short, dataclasses.replace(b, response_mask=mask)).all())
 
 
 # ---------------------------------------------------------------- registries: add an algorithm without the trainer

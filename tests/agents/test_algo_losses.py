@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from empg_gym.agents.algorithms import LOSS_AGGS, agg_loss, kl_penalty, policy_loss
+from empg_gym.agents.algorithms import LOSS_AGGS, agg_loss, kl_penalty, loss_norm, policy_loss
 from empg_gym.errors import ConfigError
 
 
@@ -82,10 +82,11 @@ def naive_agg(L, mask, agg, norm_len=None):
     if agg == "token-mean":
         flat = [x for row in rows for x in row]
         return sum(flat) / max(len(flat), 1)
-    if agg == "seq-mean-token-sum-norm":
-        return sum(sum(row) for row in rows) / (norm_len or L.shape[1])
     seqs = [(sum(row) / len(row) if agg == "seq-mean-token-mean" else sum(row)) for row in rows if row]
-    return sum(seqs) / max(len(seqs), 1)
+    seq_mean = sum(seqs) / max(len(seqs), 1)
+    if agg == "seq-mean-token-sum-norm":  # verl 0.9.1: the seq-mean of token sums, then / loss_scale_factor
+        return seq_mean / (norm_len or L.shape[1])
+    return seq_mean
 
 
 @pytest.mark.parametrize("seed,N,T", [(s, n, t) for s, (n, t) in enumerate([(1, 1), (2, 5), (7, 3), (16, 40)] * 3)])
@@ -118,8 +119,9 @@ def test_agg_loss_hand_worked_and_empty_rows():
     assert agg_loss(L, M, "token-mean").item() == pytest.approx(3.0)  # (1 + 3 + 5) / 3
     assert agg_loss(L, M, "seq-mean-token-mean").item() == pytest.approx(3.5)  # (2 + 5) / 2, empty row left out
     assert agg_loss(L, M, "seq-mean-token-sum").item() == pytest.approx(4.5)  # (4 + 5) / 2
-    assert agg_loss(L, M, "seq-mean-token-sum-norm").item() == pytest.approx(3.0)  # 9 / T=3
-    assert agg_loss(L, M, "seq-mean-token-sum-norm", norm_len=9).item() == pytest.approx(1.0)
+    # verl 0.9.1 / Dr.GRPO: token sums 4 and 5 averaged over the K = 2 non-empty rows, then / loss_scale_factor
+    assert agg_loss(L, M, "seq-mean-token-sum-norm").item() == pytest.approx(4.5 / 3)  # default factor: T = 3
+    assert agg_loss(L, M, "seq-mean-token-sum-norm", norm_len=9).item() == pytest.approx(0.5)
     with pytest.raises(ConfigError, match=r"loss aggregation 'token_mean' is not one of .* Did you mean 'token-mean'"):
         agg_loss(L, M, "token_mean")
 
@@ -147,3 +149,46 @@ def test_policy_loss_rejects_bad_input():
         policy_loss(x, x, torch.zeros(2), torch.ones(2, 3), clip_c=0.5)
     with pytest.raises(ConfigError, match=r"advantages must be \[N\] or \[N, T\] with N=2, got \[3\]"):
         policy_loss(x, x, torch.zeros(3), torch.ones(2, 3))
+
+
+def test_seq_mean_token_sum_norm_is_verl_0_9_1s():
+    """Issue #15 item 4: verl 0.9.1's agg_loss averages the token sums over the non-empty sequences, *then* divides
+    by loss_scale_factor. We divided the plain sum by the factor: N times verl's on N sequences."""  # noqa: D205
+    L = torch.tensor([[2.0, 4.0, 6.0, 9.0], [1.0, 9.0, 9.0, 9.0], [9.0, 9.0, 9.0, 9.0], [3.0, 3.0, 3.0, 3.0]])
+    M = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]])
+    # token sums 12, 1, (empty), 12; K = 3 non-empty sequences; (12 + 1 + 12) / 3 = 25 / 3
+    assert agg_loss(L, M, "seq-mean-token-sum-norm", norm_len=5).item() == pytest.approx(25 / 3 / 5)
+    assert agg_loss(L, M, "seq-mean-token-sum-norm").item() == pytest.approx(25 / 3 / 4)  # default: T = 4
+    assert agg_loss(L, M, "seq-mean-token-sum-norm", norm_len=1).item() == pytest.approx(
+        agg_loss(L, M, "seq-mean-token-sum").item())
+    big = torch.rand(60, 40, generator=torch.Generator().manual_seed(1))  # the issue's 60-sequence batch
+    full = torch.ones(60, 40)
+    verl = (big.sum(-1).sum() / 60 / 40).item()
+    assert agg_loss(big, full, "seq-mean-token-sum-norm").item() == pytest.approx(verl)  # was 60 x verl
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_micro_batch_shares_add_up_to_the_mini_batch_loss_and_gradient(seed):
+    """Issue #17: with the mini-batch's LossNorm, any split into micro-batches sums to the whole, in every mode."""
+    gen = torch.Generator().manual_seed(seed)
+    N, T = 9, 7
+    old = torch.randn(N, T, generator=gen, dtype=torch.float64)
+    logp = (old + 0.3 * torch.randn(N, T, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    A = torch.randn(N, generator=gen, dtype=torch.float64)
+    lengths = torch.randint(0, T + 1, (N,), generator=gen)
+    lengths[0] = T
+    mask = torch.arange(T)[None, :] < lengths[:, None]  # unequal lengths, maybe an empty row
+    norm = loss_norm(mask)
+    cuts = sorted(torch.randperm(N - 1, generator=gen)[:3].add(1).tolist())
+    for agg in LOSS_AGGS:
+        whole, _ = policy_loss(logp, old, A, mask, 0.2, 0.28, 3.0, agg, 5)
+        (g_whole,) = torch.autograd.grad(whole, logp)
+        parts = [policy_loss(logp[a:b], old[a:b], A[a:b], mask[a:b], 0.2, 0.28, 3.0, agg, 5, norm)[0]
+                 for a, b in zip([0, *cuts], [*cuts, N], strict=True)]
+        (g_parts,) = torch.autograd.grad(sum(parts), logp)
+        assert sum(parts).item() == pytest.approx(whole.item(), abs=1e-12), agg
+        torch.testing.assert_close(g_parts, g_whole, rtol=0, atol=1e-12)
+        kl_whole = agg_loss(kl_penalty(logp, old, "k3"), mask, agg, 5)
+        kl_parts = sum(agg_loss(kl_penalty(logp[a:b], old[a:b], "k3"), mask[a:b], agg, 5, norm)
+                       for a, b in zip([0, *cuts], [*cuts, N], strict=True))
+        assert kl_parts.item() == pytest.approx(kl_whole.item(), abs=1e-12), agg

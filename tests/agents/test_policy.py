@@ -298,3 +298,42 @@ def test_response_prefix_is_prompted_and_reported_but_not_sampled():
     out = pol.generate(["Go."], GenerationConfig(max_new_tokens=4, stop=()), generator=torch.Generator().manual_seed(0))
     assert out[0].text.startswith("<think>") and out[0].num_tokens == 4
     assert out[0].text == "<think>" + pol.tokenizer.decode(out[0].response_ids.tolist(), skip_special_tokens=True)
+
+
+def test_reference_scores_in_chunks_equal_one_pass(tiny):
+    """Issue #17: the reference pass scores micro-batch-sized chunks; padding them together changes nothing."""
+    gen = torch.Generator().manual_seed(0)
+    prompts = tiny.encode_prompts(PROMPTS + ["x"])
+    responses = [torch.randint(4, 200, (n,), generator=gen) for n in (3, 1, 6, 2, 4)]
+    tiny.snapshot_reference()
+    whole = tiny.reference_scores(prompts, responses)
+    for chunk in (1, 2, 4):
+        parts = tiny.reference_scores(prompts, responses, chunk_size=chunk)
+        assert parts.log_probs.shape == whole.log_probs.shape == (5, 6) and not parts.log_probs.requires_grad
+        assert torch.equal(parts.mask, whole.mask)
+        torch.testing.assert_close(parts.log_probs, whole.log_probs, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match=r"chunk_size=0 must be a positive int or None"):
+        tiny.reference_scores(prompts, responses, chunk_size=0)
+
+
+def test_a_bf16_model_trains_fp32_master_weights_under_bf16_autocast():
+    """Issue #17: a bf16 model keeps float32 trainable weights and runs its forward passes in bf16."""
+    model, tok = tiny_random_model(seed=5)
+    pol = LLMPolicy(model.to(torch.bfloat16), tok)
+    assert pol.compute_dtype == torch.bfloat16
+    assert {p.dtype for p in pol.trainable_parameters()} == {torch.float32}
+    seen = []
+    hook = pol.model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    try:
+        out = pol.generate(["Go."], GenerationConfig(max_new_tokens=3), generator=torch.Generator().manual_seed(0))
+        scores = pol.score([out[0].prompt_ids], [out[0].response_ids])
+    finally:
+        hook.remove()
+    assert set(seen) == {torch.bfloat16} and scores.log_probs.dtype == torch.float32
+    torch.testing.assert_close(scores.log_probs[0], out[0].log_probs, atol=0.05, rtol=0)  # bf16 forward, both ways
+    scores.log_probs.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in pol.trainable_parameters())
+    pol.snapshot_reference()  # frozen: it needs no master copy
+    assert {p.dtype for p in pol._reference.parameters()} == {torch.bfloat16}
+    ref = pol.reference_scores([out[0].prompt_ids], [out[0].response_ids])
+    torch.testing.assert_close(ref.log_probs, scores.log_probs.detach(), atol=0.05, rtol=0)

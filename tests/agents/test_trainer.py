@@ -16,6 +16,17 @@ TINY = dict(env_id="EMPG-KeyDoor-v0", model="tiny-actions", max_new_tokens=1, re
             invalid_format_penalty=0.0, history_length=0, progress=False)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny matmuls on a shared CPU run far faster on one thread than on oversubscribed OpenMP threads.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _cfg(**kw):
     base = dict(TINY, algo="grpo", updates=2, tasks_per_update=2, group_size=4, lr=3e-3, mini_batch_size=32,
                 micro_batch_size=16)
@@ -25,15 +36,20 @@ def _cfg(**kw):
 
 @pytest.mark.parametrize("algo", ["grpo", "dapo", "empg", "empg-dapo", "gigpo"])
 def test_every_preset_runs_through_the_same_loop(tmp_path, algo):
-    history = Trainer(_cfg(algo=algo, updates=1), tmp_path).train()
+    trainer = Trainer(_cfg(algo=algo, updates=1), tmp_path)
+    history = trainer.train()
+    if not history:  # DAPO found no group whose rewards differ in its whole rollout budget: no update, no row
+        assert trainer.algo.filter_groups and trainer.update_step == 0
+        assert trainer.rollout_batches == trainer.max_rollout_batches == 10
+        assert not (tmp_path / "metrics.jsonl").exists()
+        return  # DAPO's update path: test_an_uninformative_dapo_round_is_not_an_update
     m = history[-1]
     assert 0.0 <= m["rollout/success_rate"] <= 1.0
-    if "actor/skipped" not in m:
-        assert {"actor/pg_loss", "actor/clipfrac", "actor/entropy", "actor/grad_norm"} <= set(m)
-    if algo.startswith("empg") and "actor/skipped" not in m:
+    assert {"actor/pg_loss", "actor/clipfrac", "actor/entropy", "actor/grad_norm", "budget/env_steps"} <= set(m)
+    if algo.startswith("empg"):
         assert abs(m["empg/g_mean"] - 1.0) < 1e-5
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert json.loads(lines[-1])["update"] == 1
+    assert [json.loads(x)["update"] for x in lines] == [1]
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -153,3 +169,192 @@ def torch_equal(a, b):
     import torch
 
     return torch.equal(a, b.detach())
+
+
+# ------------------------------------------------------------------ issue #17 and #15: a fair, exact update
+
+
+def _synthetic(trainer, lens=(1, 3, 7, 2, 5, 1, 4, 6), seed=0):
+    """A batch of step samples with responses of the given (unequal) lengths, ratios != 1 and a live KL term."""
+    import torch
+
+    from empg_gym.agents.algorithms import StepBatch
+
+    gen = torch.Generator().manual_seed(seed)
+    n, T = len(lens), max(lens)
+    vocab = trainer.policy.model.config.vocab_size
+    prompts = [torch.randint(0, vocab, (4 + i % 3,), generator=gen) for i in range(n)]
+    responses = [torch.randint(0, vocab, (k,), generator=gen) for k in lens]
+    mask = torch.arange(T)[None, :] < torch.tensor(lens)[:, None]
+    with torch.no_grad():
+        logp = torch.nn.functional.pad(trainer.policy.score(prompts, responses).log_probs.float(), (0, 0))
+    noise = lambda: 0.1 * torch.randn(n, T, generator=gen) * mask  # noqa: E731
+    batch = StepBatch(response_mask=mask, old_logp=logp + noise(), reward=torch.zeros(n),
+                      group_id=torch.zeros(n, dtype=torch.long), traj_id=torch.arange(n),
+                      step_index=torch.zeros(n, dtype=torch.long), is_last=torch.ones(n, dtype=torch.bool),
+                      ref_logp=logp + noise())
+    return batch, torch.randn(n, generator=gen), prompts, responses
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"])
+def test_micro_batch_size_does_not_change_the_gradient(tmp_path, agg):
+    """Issue #17: micro-batches of 1 and the whole mini-batch give one gradient, for responses of unequal lengths.
+
+    Before: each micro-batch's token mean was weighted by its share of *samples*; on this batch the token-mean gradient
+    of micro-batch 1 differed from the whole mini-batch's by 216 % (relative L2), seq-mean-token-sum-norm's by 88 %,
+    and the logged loss of the seq-mean modes changed with the split.
+    """
+    import torch
+
+    trainer = Trainer(_cfg(mini_batch_size=8, micro_batch_size=8, max_grad_norm=1e9,
+                           algo_overrides={"loss_agg": agg}), tmp_path)
+    trainer.optimizer.param_groups[0]["lr"] = 0.0  # keep the weights: compare the gradients left in .grad
+    batch, A, prompts, responses = _synthetic(trainer)
+    grads, losses = {}, {}
+    for micro in (1, 3, 8):
+        trainer.config = dataclasses.replace(trainer.config, micro_batch_size=micro)
+        m = trainer._update(batch, A, prompts, responses)
+        grads[micro] = torch.cat([p.grad.flatten() for p in trainer.policy.trainable_parameters()])
+        losses[micro] = m["actor/loss"]
+    assert grads[8].norm() > 0
+    for micro in (1, 3):
+        torch.testing.assert_close(grads[micro], grads[8], rtol=1e-4, atol=1e-7)
+        assert losses[micro] == pytest.approx(losses[8], rel=1e-5)
+
+
+def test_mini_batches_spread_the_leftover_instead_of_stepping_on_it():
+    import torch
+
+    from empg_gym.agents.trainer import mini_batches
+
+    for n, size in [(70, 32), (6, 32), (64, 32), (100, 32), (33, 32), (47, 32), (49, 32), (5, 1)]:
+        parts = mini_batches(n, size, torch.Generator().manual_seed(n))
+        sizes = [len(p) for p in parts]
+        assert sorted(torch.cat(parts).tolist()) == list(range(n))
+        assert max(sizes) - min(sizes) <= 1, (n, size, sizes)
+        assert min(sizes) >= min(n, size / 2) and max(sizes) <= 1.5 * size, (n, size, sizes)
+    assert [len(p) for p in mini_batches(70, 32)] == [35, 35]  # before: 32, 32 and a full step on 6
+
+
+def test_a_bf16_update_at_lr_1e_6_moves_every_weight(tmp_path):
+    """Issue #17: AdamW on bf16 weights at lr 1e-6 changed 2.1 % of a tiny model's entries; fp32 master: 99.9 %."""
+    import torch
+
+    trainer = Trainer(_cfg(model="tiny", dtype="bfloat16", lr=1e-6, mini_batch_size=8, micro_batch_size=4), tmp_path)
+    assert trainer.policy.compute_dtype == torch.bfloat16
+    params = trainer.policy.trainable_parameters()
+    assert {p.dtype for p in params} == {torch.float32}
+    before = [p.detach().clone() for p in params]
+    batch, A, prompts, responses = _synthetic(trainer)
+    trainer._update(batch, A, prompts, responses)
+    changed = sum(int((p.detach() != b).sum()) for p, b in zip(params, before, strict=True))
+    total = sum(b.numel() for b in before)
+    assert changed >= 0.99 * total, f"{changed}/{total} entries changed"
+
+
+def _patch_informative(monkeypatch, trainer, keep_after):
+    """Make DAPO's filter drop every group for the first ``keep_after`` rollout batches, then keep them all."""
+    calls = []
+
+    def informative(samples):
+        calls.append(len(samples))
+        return list(samples) if len(calls) > keep_after else []
+
+    monkeypatch.setattr(trainer, "_informative", informative)
+    return calls
+
+
+def test_an_uninformative_dapo_round_is_not_an_update(tmp_path, monkeypatch):
+    """Issue #17: a round whose groups all have equal rewards changes nothing; it is retried, not counted."""
+    trainer = Trainer(_cfg(algo="dapo", updates=2, max_steps=3, algo_overrides={"max_resample_batches": 2}), tmp_path)
+    _patch_informative(monkeypatch, trainer, keep_after=2)  # round 1: 2 batches, nothing kept
+    history = trainer.train()
+    assert trainer.update_step == 2 and len(history) == 2
+    assert [h["dapo/skipped_rounds"] for h in history] == [1.0, 0.0]
+    assert [h["budget/rollout_batches"] for h in history] == [3.0, 4.0]
+    assert all("actor/pg_loss" in h and "actor/skipped" not in h for h in history)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [1, 2]
+
+
+def test_dapo_stops_short_when_its_rollout_budget_is_spent(tmp_path, monkeypatch, caplog):
+    trainer = Trainer(_cfg(algo="dapo", updates=2, max_steps=3, algo_overrides={"max_resample_batches": 2}), tmp_path)
+    calls = _patch_informative(monkeypatch, trainer, keep_after=10**6)
+    with caplog.at_level("WARNING"):
+        assert trainer.train() == []
+    assert (trainer.update_step, trainer.rollout_batches, len(calls)) == (0, 4, 4)  # updates x max_resample_batches
+    assert "dapo drew its 4 rollout batches (updates x max_resample_batches) after 0 of 2 updates" in caplog.text
+    assert not (tmp_path / "metrics.jsonl").exists()  # no update, no row
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert (state["update"], state["rollout_batches"], state["skipped_rounds"]) == (0, 4, 2)
+    resumed = Trainer(_cfg(algo="dapo", updates=2, max_steps=3, algo_overrides={"max_resample_batches": 2}), tmp_path,
+                      resume=True)
+    assert resumed.train() == [] and resumed.rollout_batches == 4  # the budget stays spent
+
+
+def test_every_algorithm_starts_from_the_same_first_rollouts(tmp_path):
+    """docs/fairness.md: same seed, same tasks and the same first rollout batch for every algorithm."""
+    firsts = {}
+    for algo in ("grpo", "dapo", "empg", "gigpo"):
+        trainer = Trainer(_cfg(algo=algo, algo_overrides={"max_resample_batches": 1}), tmp_path / algo)
+        from empg_gym.agents.rollout import collect_rollouts  # noqa: F401  (the trainer's own call is what counts)
+
+        samples, metrics = trainer._collect()
+        firsts[algo] = {k: v for k, v in metrics.items() if k.startswith("rollout/") and "time" not in k}
+        trainer.close()
+    assert all(m == firsts["grpo"] for m in firsts.values()), firsts
+
+
+@pytest.mark.parametrize("kill_after", [5, 11])
+def test_killed_run_resumes_with_one_row_per_update(tmp_path, kill_after):
+    """Issue #15 item 8: SIGKILL after ``kill_after`` rows (checkpoint every 10), then ``--resume``.
+
+    Before: killed before the first checkpoint, the rerun started from scratch but appended to the old
+    metrics.jsonl, which held updates 1-5 twice.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from empg_gym.cli import main
+
+    config = tmp_path / "run.toml"
+    config.write_text(
+        'model = "tiny-actions"\nmax_new_tokens = 1\nrequire_think = false\nhistory_length = 0\n'
+        "tasks_per_update = 2\ngroup_size = 2\nmini_batch_size = 16\nmicro_batch_size = 8\nprogress = false\n"
+        "checkpoint_every = 10\nmax_steps = 3\n"
+    )
+    out = tmp_path / "run"
+    args = ["train", "--env", "EMPG-KeyDoor-v0", "--algo", "grpo", "--steps", "12", "--out", str(out),
+            "--config", str(config)]
+    killer = (
+        "import os, signal, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from empg_gym.agents import trainer\n"
+        "log = trainer.MetricsLogger.log\n"
+        "def log_then_die(self, step, metrics):\n"
+        "    log(self, step, metrics)\n"
+        f"    if step == {kill_after}:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "trainer.MetricsLogger.log = log_then_die\n"
+        "from empg_gym.cli import main\n"
+        f"main({args!r})\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", killer], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    rows = [json.loads(x)["update"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(1, kill_after + 1))
+    assert (out / "checkpoint").exists() == (kill_after >= 10)
+    assert main(args + ["--resume"], out=io.StringIO()) == 0
+    rows = [json.loads(x)["update"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(1, 13))
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("rollout/success_rate")] == list(range(1, 13))

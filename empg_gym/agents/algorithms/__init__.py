@@ -4,7 +4,7 @@ The trainer needs two calls and never branches on an algorithm's name::
 
     cfg = get_algorithm("empg")                       # frozen AlgorithmConfig; dataclasses.replace to override
     advantages, metrics = compute_advantages(cfg, batch)   # batch: StepBatch, one row per env step
-    loss, loss_metrics = actor_loss(cfg, logp, batch, advantages)
+    loss, loss_metrics = actor_loss(cfg, logp, batch, advantages)   # or a micro-batch's share: norm=loss_norm(mask)
 
 Importing this package imports torch (``import empg_gym`` and ``import empg_gym.agents`` do not).
 """
@@ -25,12 +25,20 @@ from empg_gym.agents.algorithms.config import AlgorithmConfig, EMPGConfig, GiGPO
 from empg_gym.agents.algorithms.losses import (
     KL_KINDS,
     LOSS_AGGS,
+    LossNorm,
     agg_loss,
     kl_penalty,
+    loss_norm,
     masked_mean,
     policy_loss,
 )
-from empg_gym.agents.algorithms.pipeline import actor_loss, compute_advantages, shape_rewards
+from empg_gym.agents.algorithms.pipeline import (
+    SUMMED_METRICS,
+    actor_loss,
+    compute_advantages,
+    informative_groups,
+    shape_rewards,
+)
 from empg_gym.agents.algorithms.presets import ALGORITHMS, get_algorithm, list_algorithms, register_algorithm
 from empg_gym.agents.algorithms.registry import (
     ESTIMATORS,
@@ -42,10 +50,11 @@ from empg_gym.agents.algorithms.registry import (
 )
 
 __all__ = [
-    "ALGORITHMS", "ESTIMATORS", "KL_KINDS", "LOSS_AGGS", "MODIFIERS", "AlgorithmConfig", "EMPGConfig", "GiGPOConfig",
-    "OverlongConfig", "StepBatch", "actor_loss", "agg_loss", "compute_advantages", "dapo_filter_groups",
-    "discounted_returns", "empg_advantages", "empg_terms", "get_algorithm", "get_estimator", "get_modifier",
-    "gigpo_advantages", "grpo_advantages", "kl_penalty", "list_algorithms", "masked_mean", "observation_key",
-    "observation_keys", "overlong_penalty", "policy_loss", "register_algorithm", "register_estimator",
-    "register_modifier", "shape_rewards", "step_entropy", "token_entropy",
+    "ALGORITHMS", "ESTIMATORS", "KL_KINDS", "LOSS_AGGS", "MODIFIERS", "SUMMED_METRICS", "AlgorithmConfig", "EMPGConfig",
+    "GiGPOConfig", "LossNorm", "OverlongConfig", "StepBatch", "actor_loss", "agg_loss", "compute_advantages",
+    "dapo_filter_groups", "discounted_returns", "empg_advantages", "empg_terms", "get_algorithm", "get_estimator",
+    "get_modifier", "gigpo_advantages", "grpo_advantages", "informative_groups", "kl_penalty", "list_algorithms",
+    "loss_norm", "masked_mean", "observation_key", "observation_keys", "overlong_penalty", "policy_loss",
+    "register_algorithm", "register_estimator", "register_modifier", "shape_rewards", "step_entropy",
+    "token_entropy",
 ]

@@ -45,8 +45,8 @@ def grpo_advantages(
         traj_ids: ``[N]`` optional. When given, group statistics count each trajectory once (the textbook
             "group of G trajectories"): every trajectory weighs ``1/G``, shared by its steps, so the mean is the
             mean of trajectory rewards and the std their unbiased std. Steps of one trajectory may carry different
-            rewards (the outcome minus that step's invalid-format penalty); their spread enters the std too, so a
-            step's deviation is never divided by a near-zero std. When ``None`` statistics run over all step
+            rewards (DAPO's overlong shaping depends on each step's response length); their spread enters the std
+            too, so a step's deviation is never divided by a near-zero std. When ``None`` statistics run over all step
             samples, as verl-agent's default ``compute_mean_std_cross_all_data=True`` (longer trajectories weigh
             more).
 
@@ -243,10 +243,12 @@ def gigpo_advantages(
     omega: float = 1.0,
     norm_by_std: bool = True,
     eps: float = 1e-6,
+    traj_ids: Tensor | None = None,
 ) -> Tensor:
     """GiGPO: ``A = A_episode + omega * A_step`` (Feng et al. 2025, arXiv 2505.10978).
 
-    ``A_episode`` is :func:`grpo_advantages` of the outcome rewards. ``A_step`` normalises the discounted step return
+    ``A_episode`` is :func:`grpo_advantages` of the outcome rewards, with the same group statistics as GRPO's
+    (``traj_ids`` given: each trajectory counted once). ``A_step`` normalises the discounted step return
     within each *anchor-state group*: the steps of one task group whose observation is identical (same ``obs_key``).
     A step whose observation no other step of its group saw gets ``A_step = 0`` (verl-agent's ``step_norm_reward``).
 
@@ -258,6 +260,8 @@ def gigpo_advantages(
         omega: weight of the step term.
         norm_by_std: divide both terms by their group std (verl-agent ``mean_std_norm``) or not (``mean_norm``).
         eps: added to the stds.
+        traj_ids: ``[N]`` trajectory ids for the episode term's statistics (see :func:`grpo_advantages`); ``None``
+            runs them over step samples (verl-agent).
 
     Example:
         >>> A = gigpo_advantages(torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), torch.tensor([0.9, 0.0]),
@@ -269,7 +273,7 @@ def gigpo_advantages(
     step_returns = as_float("step_returns", step_returns)
     check_1d("step_returns", step_returns, n)
     check_1d("obs_keys", obs_keys, n)
-    A_episode = grpo_advantages(rewards, group_ids, norm_by_std, eps)
+    A_episode = grpo_advantages(rewards, group_ids, norm_by_std, eps, traj_ids=traj_ids)
     index, counts = dense_ids(group_ids, obs_keys)
     mean, std = group_mean_std(step_returns, index, counts)
     single = counts[index] == 1

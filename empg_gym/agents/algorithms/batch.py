@@ -10,7 +10,7 @@ from torch import Tensor
 
 from empg_gym.errors import ConfigError
 
-_PER_SAMPLE = ("reward", "group_id", "traj_id", "step_index", "is_last", "step_reward", "obs_key")
+_PER_SAMPLE = ("reward", "group_id", "traj_id", "step_index", "is_last", "step_reward", "obs_key", "format_penalty")
 _PER_TOKEN = ("response_mask", "old_logp", "ref_logp", "token_entropy")
 
 
@@ -21,7 +21,8 @@ class StepBatch:
     Attributes:
         response_mask: ``[N, T]`` bool, True on the response tokens of each step (prompt and padding excluded).
         old_logp: ``[N, T]`` log-probs of the response tokens under the behaviour policy that sampled them.
-        reward: ``[N]`` float, the *trajectory's* outcome reward, repeated on every step of the trajectory.
+        reward: ``[N]`` float, the *trajectory's* outcome reward, repeated on every step of the trajectory (no
+            invalid-format penalty in it: that is ``format_penalty``).
         group_id: ``[N]`` int64, task group (the G trajectories reset with one ``task_id``).
         traj_id: ``[N]`` int64, unique per trajectory across the batch.
         step_index: ``[N]`` int64, 0-based position of the step in its trajectory.
@@ -30,6 +31,9 @@ class StepBatch:
         token_entropy: ``[N, T]`` entropy of the sampling distribution at each response token (needed by EMPG).
         step_reward: ``[N]`` float, the env reward received at this step (needed by GiGPO's discounted returns).
         obs_key: ``[N]`` int64, :func:`observation_key` of the observation the step acted on (needed by GiGPO).
+        format_penalty: ``[N]`` float ``>= 0``, the invalid-format penalty of the step (0 when well-formed), or
+            ``None``. It is subtracted from the step's *advantage*, after the estimator and the modifiers, the same way
+            for every algorithm (see ``compute_advantages``).
     """
 
     response_mask: Tensor
@@ -43,6 +47,7 @@ class StepBatch:
     token_entropy: Tensor | None = None
     step_reward: Tensor | None = None
     obs_key: Tensor | None = None
+    format_penalty: Tensor | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.response_mask, Tensor) or self.response_mask.dim() != 2:
@@ -65,6 +70,10 @@ class StepBatch:
                 raise ConfigError(f"StepBatch.{name} must be an integer tensor, got dtype {x.dtype}; use .long().")
         if n and bool((self.step_index < 0).any()):
             raise ConfigError(f"StepBatch.step_index must be >= 0, got min {int(self.step_index.min())}.")
+        if n and self.format_penalty is not None and bool((self.format_penalty < 0).any()):
+            raise ConfigError(
+                f"StepBatch.format_penalty must be >= 0 (it is subtracted), got min {float(self.format_penalty.min())}."
+            )
 
     @property
     def size(self) -> int:

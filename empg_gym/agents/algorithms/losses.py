@@ -2,12 +2,15 @@
 
 ``policy_loss`` is PPO's clipped surrogate with DAPO's decoupled clip range ("clip-higher") and optional dual clip
 (Ye et al. 2019, arXiv 1912.09729), as in verl's ``compute_policy_loss_vanilla``; aggregation and the KL estimators
-follow verl's ``agg_loss`` and ``kl_penalty`` (Schulman, "Approximating KL divergence", 2020).
+follow verl 0.9.1's ``agg_loss`` and ``kl_penalty`` (Schulman, "Approximating KL divergence", 2020).
+
+A mini-batch split into micro-batches for gradient accumulation passes its :class:`LossNorm` to each micro-batch's
+loss: the micro-batch losses then add up to the mini-batch's, so the gradient does not depend on the split.
 """
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
@@ -27,33 +30,80 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * m).sum() / m.sum().clamp(min=1.0)
 
 
-def agg_loss(loss_mat: Tensor, mask: Tensor, agg: str = "token-mean", norm_len: int | None = None) -> Tensor:
-    """Reduce a ``[N, T]`` per-token loss to a scalar.
+class LossNorm(NamedTuple):
+    """The divisors of :func:`agg_loss`, counted once over a whole mini-batch (verl's ``batch_num_tokens`` and
+    ``global_batch_size``).
 
-    - ``token-mean``: mean over all response tokens of the batch (DAPO's token-level loss).
-    - ``seq-mean-token-mean``: mean over samples of each sample's token mean (original GRPO).
-    - ``seq-mean-token-sum``: mean over samples of each sample's token sum.
-    - ``seq-mean-token-sum-norm``: sum of token sums divided by a constant ``norm_len`` (Dr.GRPO, arXiv 2503.20783;
-      defaults to ``T`` as verl does — pass the response budget to keep it constant through training).
+    Passing the mini-batch's ``LossNorm`` to every micro-batch's :func:`agg_loss` makes the micro-batch losses
+    *add up* to the mini-batch's loss, in every mode: gradient accumulation then gives the same gradient however the
+    mini-batch is split.
 
-    Samples without any response token are left out of the ``seq-mean-*`` means.
+    Attributes:
+        num_tokens: response tokens in the mini-batch (``token-mean`` divides by it).
+        num_seqs: sequences of the mini-batch with at least one response token (``seq-mean-*`` divide by it).
+    """  # noqa: D205
+
+    num_tokens: float
+    num_seqs: float
+
+
+def loss_norm(mask: Tensor) -> LossNorm:
+    """Count the :class:`LossNorm` of a ``[N, T]`` response mask.
+
+    Example:
+        >>> loss_norm(torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0]]))
+        LossNorm(num_tokens=3.0, num_seqs=2.0)
+    """
+    return LossNorm(num_tokens=float(mask.sum()), num_seqs=float((mask.sum(-1) > 0).sum()))
+
+
+def agg_loss(
+    loss_mat: Tensor, mask: Tensor, agg: str = "token-mean", norm_len: int | None = None, norm: LossNorm | None = None
+) -> Tensor:
+    """Reduce a ``[N, T]`` per-token loss to a scalar, as verl 0.9.1's ``agg_loss``.
+
+    With ``M`` the response mask, ``|o_i| = sum_t M_it`` the length of sequence ``i``, ``K`` the number of sequences
+    with ``|o_i| > 0`` and ``S_i = sum_t M_it L_it`` the token sum of sequence ``i``:
+
+    - ``token-mean``: ``sum_i S_i / sum_i |o_i|``, the mean over all response tokens (DAPO's token-level loss).
+    - ``seq-mean-token-mean``: ``(1/K) sum_i S_i / |o_i|`` (original GRPO).
+    - ``seq-mean-token-sum``: ``(1/K) sum_i S_i``.
+    - ``seq-mean-token-sum-norm``: ``(1/K) sum_i S_i / norm_len`` (Dr.GRPO, arXiv 2503.20783): the
+      ``seq-mean-token-sum`` value divided by a constant, verl's ``loss_scale_factor``. ``norm_len`` defaults to
+      ``T``, as verl; pass the response budget to keep it constant through training.
+
+    Sequences without any response token add nothing and are not counted in ``K``.
+
+    Args:
+        loss_mat: ``[N, T]`` per-token losses.
+        mask: ``[N, T]`` response-token mask.
+        agg: one of :data:`LOSS_AGGS`.
+        norm_len: the constant of ``seq-mean-token-sum-norm`` (``None``: ``T``).
+        norm: divisors counted over the whole mini-batch when ``loss_mat`` is one micro-batch of it (see
+            :class:`LossNorm`); ``None`` counts them over ``mask`` itself.
 
     Example:
         >>> L = torch.tensor([[1.0, 3.0], [5.0, 0.0]]); M = torch.tensor([[1, 1], [1, 0]])
         >>> [round(agg_loss(L, M, a).item(), 4) for a in LOSS_AGGS]
-        [3.0, 3.5, 4.5, 4.5]
+        [3.0, 3.5, 4.5, 2.25]
+        >>> norm = loss_norm(M)   # two micro-batches of one row each add up to the whole
+        >>> [round((agg_loss(L[:1], M[:1], a, 2, norm) + agg_loss(L[1:], M[1:], a, 2, norm)).item(), 4)
+        ...  for a in LOSS_AGGS]
+        [3.0, 3.5, 4.5, 2.25]
     """
     if agg not in LOSS_AGGS:
         raise ConfigError(f"loss aggregation {agg!r} is not one of {LOSS_AGGS}.{did_you_mean(agg, LOSS_AGGS)}")
+    norm = norm if norm is not None else loss_norm(mask)
     m = mask.to(loss_mat.dtype)
+    seq_sum = (loss_mat * m).sum(-1)  # S_i
     if agg == "token-mean":
-        return masked_mean(loss_mat, m)
-    tokens = m.sum(-1)
-    seq_sum = (loss_mat * m).sum(-1)
+        return seq_sum.sum() / max(norm.num_tokens, 1.0)
+    if agg == "seq-mean-token-mean":
+        seq_sum = seq_sum / m.sum(-1).clamp(min=1.0)  # S_i / |o_i|; empty rows have S_i = 0
+    loss = seq_sum.sum() / max(norm.num_seqs, 1.0)
     if agg == "seq-mean-token-sum-norm":
-        return seq_sum.sum() / (norm_len if norm_len is not None else loss_mat.shape[-1])
-    seq = seq_sum / tokens.clamp(min=1.0) if agg == "seq-mean-token-mean" else seq_sum
-    return masked_mean(seq, tokens > 0)
+        loss = loss / (norm_len if norm_len is not None else loss_mat.shape[-1])
+    return loss
 
 
 def policy_loss(
@@ -66,6 +116,7 @@ def policy_loss(
     clip_c: float | None = None,
     agg: str = "token-mean",
     norm_len: int | None = None,
+    norm: LossNorm | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """PPO clipped policy loss with clip-higher and optional dual clip.
 
@@ -82,6 +133,8 @@ def policy_loss(
         clip_c: dual-clip constant ``c > 1`` (verl uses 3), or ``None`` for no dual clip.
         agg: one of :data:`LOSS_AGGS` (see :func:`agg_loss`).
         norm_len: constant divisor for ``seq-mean-token-sum-norm``.
+        norm: the mini-batch's divisors when this is one micro-batch of it (see :class:`LossNorm`); the returned
+            loss and ``actor/pg_loss`` are then this micro-batch's share, which sum to the mini-batch's loss.
 
     Returns:
         ``(loss, metrics)`` with ``actor/pg_loss``, ``actor/clipfrac`` (tokens on the clip branch),
@@ -115,7 +168,7 @@ def policy_loss(
         loss_dual = -A * clip_c
         lower = (A < 0) & (loss_tok > loss_dual)
         loss_tok = torch.where(A < 0, torch.minimum(loss_tok, loss_dual), loss_tok)
-    loss = agg_loss(loss_tok, mask, agg, norm_len)
+    loss = agg_loss(loss_tok, mask, agg, norm_len, norm)
     with torch.no_grad():
         metrics = {
             "actor/pg_loss": float(loss.detach()),

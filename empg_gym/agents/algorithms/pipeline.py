@@ -1,4 +1,6 @@
-"""The two calls the trainer makes, for any algorithm: :func:`compute_advantages` and :func:`actor_loss`.
+"""What the trainer calls, for any algorithm: :func:`compute_advantages` and :func:`actor_loss`.
+
+With ``filter_groups`` (DAPO's dynamic sampling) it also calls :func:`informative_groups`.
 
 Built-in registrations: estimators ``grpo`` and ``gigpo``, modifier ``empg``.
 """
@@ -9,6 +11,7 @@ import torch
 from torch import Tensor
 
 from empg_gym.agents.algorithms.advantages import (
+    dapo_filter_groups,
     discounted_returns,
     empg_terms,
     gigpo_advantages,
@@ -18,7 +21,7 @@ from empg_gym.agents.algorithms.advantages import (
 )
 from empg_gym.agents.algorithms.batch import StepBatch
 from empg_gym.agents.algorithms.config import AlgorithmConfig
-from empg_gym.agents.algorithms.losses import agg_loss, kl_penalty, policy_loss
+from empg_gym.agents.algorithms.losses import LossNorm, agg_loss, kl_penalty, policy_loss
 from empg_gym.agents.algorithms.registry import (
     get_estimator,
     get_modifier,
@@ -26,6 +29,11 @@ from empg_gym.agents.algorithms.registry import (
     register_modifier,
 )
 from empg_gym.errors import ConfigError
+
+#: Metrics of :func:`actor_loss` that are a micro-batch's *share* of the mini-batch's value when a mini-batch
+#: :class:`~empg_gym.agents.algorithms.losses.LossNorm` is passed: sum them over the micro-batches of a mini-batch.
+#: The others are means over the micro-batch's response tokens.
+SUMMED_METRICS: tuple[str, ...] = ("actor/pg_loss", "actor/kl", "actor/kl_loss", "actor/loss")
 
 
 def _need(batch: StepBatch, field: str, who: str, what: str) -> Tensor:
@@ -47,14 +55,17 @@ def grpo_estimator(batch: StepBatch, config: AlgorithmConfig) -> tuple[Tensor, d
 def gigpo_estimator(batch: StepBatch, config: AlgorithmConfig) -> tuple[Tensor, dict[str, float]]:
     """GiGPO: episode term plus ``omega`` x step term over anchor-state groups (see :func:`gigpo_advantages`).
 
-    Needs ``batch.step_reward`` (env reward of each step; returns are discounted with ``config.gigpo.gamma``) and
-    ``batch.obs_key`` (:func:`observation_key` of the observation each step acted on).
+    The episode term counts each trajectory once when ``config.traj_level_stats`` (the default), exactly as the
+    ``grpo`` estimator does, so GiGPO's and GRPO's outcome advantages agree (issue #17). Needs ``batch.step_reward``
+    (env reward of each step; returns are discounted with ``config.gigpo.gamma``) and ``batch.obs_key``
+    (:func:`observation_key` of the observation each step acted on).
     """
     rewards = _need(batch, "step_reward", "The gigpo estimator", "the env reward received at each step")
     obs = _need(batch, "obs_key", "The gigpo estimator", "observation_key(observation text) of each step")
     G = discounted_returns(rewards, batch.traj_id, batch.step_index, config.gigpo.gamma)
+    traj = batch.traj_id if config.traj_level_stats else None  # the episode term uses GRPO's statistics
     A = gigpo_advantages(batch.reward, batch.group_id, G, obs, config.gigpo.omega, config.gigpo.norm_by_std,
-                         config.adv_eps)
+                         config.adv_eps, traj_ids=traj)
     n_groups = len(torch.unique(torch.stack([batch.group_id, obs], -1), dim=0))
     return A, {"gigpo/step_group_size_mean": batch.size / max(n_groups, 1), "gigpo/return_mean": float(G.mean())}
 
@@ -93,8 +104,36 @@ def shape_rewards(config: AlgorithmConfig, batch: StepBatch) -> tuple[StepBatch,
     return batch.with_reward(batch.reward + pen), metrics
 
 
+def informative_groups(config: AlgorithmConfig, batch: StepBatch) -> Tensor:
+    """DAPO's dynamic-sampling filter on the reward the estimator sees: ``[N]`` bool, which samples to keep.
+
+    True on the samples of groups whose shaped rewards (outcome plus the config's reward shaping, see
+    :func:`shape_rewards`) are not all equal. A dropped group is one whose estimator advantages are all zero. The
+    invalid-format penalty is not part of that reward (it is applied after the estimator, the same for every
+    algorithm), so it neither keeps nor drops a group.
+
+    Example:
+        >>> from empg_gym.agents.algorithms import get_algorithm
+        >>> b = StepBatch(response_mask=torch.ones(4, 2, dtype=torch.bool), old_logp=torch.zeros(4, 2),
+        ...               reward=torch.tensor([1.0, 0.0, 0.0, 0.0]), group_id=torch.tensor([0, 0, 1, 1]),
+        ...               traj_id=torch.arange(4), step_index=torch.zeros(4, dtype=torch.long),
+        ...               is_last=torch.ones(4, dtype=torch.bool), format_penalty=torch.tensor([0.0, 0.0, 0.1, 0.0]))
+        >>> informative_groups(get_algorithm("dapo"), b).tolist()
+        [True, True, False, False]
+    """
+    shaped, _ = shape_rewards(config, batch)
+    return dapo_filter_groups(shaped.reward, batch.group_id)
+
+
 def compute_advantages(config: AlgorithmConfig, batch: StepBatch) -> tuple[Tensor, dict[str, float]]:
-    """Advantages for any algorithm: reward shaping, the registered estimator, then each active modifier.
+    """Advantages for any algorithm: reward shaping, the estimator, each active modifier, then the format penalty.
+
+    The invalid-format penalty is subtracted from the advantage of each malformed step (``A_t - p_t``, ``p_t`` =
+    ``batch.format_penalty``), after the estimator's normalisation, the same way for every algorithm. Inside the
+    estimator it would be divided by the group std: in a group whose trajectories all failed that std comes from the
+    penalties alone, and one penalised step gets ``A = -8.3`` (8 failed 10-step trajectories), more than three times
+    a real win's ``+2.5`` in a 1-of-8 group (issue #17). Outside, a penalty moves an advantage by ``p_t`` (0.1)
+    whatever the group.
 
     Args:
         config: an :class:`AlgorithmConfig` (e.g. ``get_algorithm("empg")``).
@@ -127,13 +166,16 @@ def _compute_advantages(config: AlgorithmConfig, batch: StepBatch) -> tuple[Tens
     for name in config.active_modifiers:
         A, m = get_modifier(name)(A, batch, config)
         metrics.update(m)
+    if batch.format_penalty is not None:
+        A = A - batch.format_penalty.to(A.dtype)
+        metrics["adv/format_penalty_frac"] = float((batch.format_penalty > 0).float().mean())
     metrics.update({"adv/mean": float(A.mean()), "adv/abs_mean": float(A.abs().mean()),
                     "adv/max": float(A.max()), "adv/min": float(A.min())})
     return A, metrics
 
 
 def actor_loss(
-    config: AlgorithmConfig, logp: Tensor, batch: StepBatch, advantages: Tensor
+    config: AlgorithmConfig, logp: Tensor, batch: StepBatch, advantages: Tensor, norm: LossNorm | None = None
 ) -> tuple[Tensor, dict[str, float]]:
     """Compute the actor's loss for any algorithm: clipped policy loss plus ``kl_coef`` x aggregated KL when ``use_kl``.
 
@@ -142,12 +184,16 @@ def actor_loss(
         logp: ``[N, T]`` log-probs of the batch's response tokens under the policy being trained.
         batch: the :class:`StepBatch` the log-probs belong to (``old_logp``, mask, ``ref_logp``).
         advantages: ``[N]`` from :func:`compute_advantages`.
+        norm: when ``batch`` is one micro-batch of a mini-batch, the mini-batch's ``loss_norm(mask)``: the loss (and
+            the :data:`SUMMED_METRICS`) are then this micro-batch's share, and the shares add up to the mini-batch's
+            loss however it is split. ``None``: ``batch`` is the whole mini-batch.
     """
     loss, metrics = policy_loss(logp, batch.old_logp, advantages, batch.response_mask, config.clip_low,
-                                config.clip_high, config.clip_c, config.loss_agg, config.loss_norm_len)
+                                config.clip_high, config.clip_c, config.loss_agg, config.loss_norm_len, norm)
     if config.use_kl and config.kl_coef > 0:
         ref = _need(batch, "ref_logp", "use_kl=True", "reference-policy log-probs; or set use_kl=False")
-        kl = agg_loss(kl_penalty(logp, ref, config.kl_kind), batch.response_mask, config.loss_agg, config.loss_norm_len)
+        kl = agg_loss(kl_penalty(logp, ref, config.kl_kind), batch.response_mask, config.loss_agg,
+                      config.loss_norm_len, norm)
         loss = loss + config.kl_coef * kl
         metrics.update({"actor/kl": float(kl.detach()), "actor/kl_loss": float(kl.detach()),
                         "actor/kl_coef": config.kl_coef})
