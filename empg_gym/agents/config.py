@@ -52,6 +52,9 @@ class TrainConfig:
         max_new_tokens: Response budget per step.
         temperature: Sampling temperature (log-probs and entropies are taken at it).
         history_length: Past observation/action pairs in the prompt (verl-agent: 2).
+        prompt_template: The step prompt for envs with admissible actions (``None``: verl-agent's; fields
+            ``{task}``, ``{observation}``, ``{admissible_actions}``, ``{history_block}``, ``{env_description}``).
+            ``"{observation}"`` alone suits tiny action-token models, whose prompt length sets the update's cost.
         require_think: Whether a well-formed response needs ``<think>...</think>``.
         system_prompt: A system turn put before every step prompt (chat-template models only; ``None``: none).
         response_prefix: Text that opens every response, e.g. ``"<think>"`` or ``"<action>"``: the model continues
@@ -90,6 +93,7 @@ class TrainConfig:
     max_new_tokens: int = 256
     temperature: float = 1.0
     history_length: int = 2
+    prompt_template: str | None = None
     require_think: bool = True
     system_prompt: str | None = None
     response_prefix: str = ""
@@ -130,6 +134,10 @@ class TrainConfig:
         for name in ("eval_every", "eval_tasks", "history_length"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0.")
+        if self.prompt_template is not None:
+            from empg_gym.wrappers.prompting import PromptConfig
+
+            PromptConfig(action_template=self.prompt_template)  # unknown {fields} fail here
         self.algorithm()  # unknown presets and bad overrides fail here, before any model is loaded
 
     def algorithm(self) -> Any:

@@ -19,10 +19,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-#: Observation words of the KeyDoor toy env (everything else maps to ``[UNK]``).
-KEYDOOR_WORDS = ("room", "of", "1", "2", "3", "4", "key", "door", "empty", "see", "pick", "locked", "task")
-#: KeyDoor's actions.
-KEYDOOR_ACTIONS = ("go east", "go west", "take key", "open door", "look")
+
+def env_vocabulary(env_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Return ``(actions, words)`` an env declares for action-token models (``action_vocabulary``/``text_vocabulary``).
+
+    Example:
+        >>> actions, words = env_vocabulary("EMPG-KeyDoor-v0")
+        >>> actions[:2], "carry" in words
+        (('go east', 'go west'), True)
+    """
+    import gymnasium as gym
+
+    from empg_gym.errors import ConfigError
+
+    spec = gym.spec(env_id)
+    env_class = gym.envs.registration.load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) \
+        else spec.entry_point
+    actions = getattr(env_class, "action_vocabulary", None)
+    if not actions:
+        raise ConfigError(
+            f"model='tiny-actions' needs an env with a finite action vocabulary, and {env_id!r} declares none "
+            "(a class attribute action_vocabulary); use 'tiny', 'smollm2-135m' or a model folder."
+        )
+    return tuple(actions), tuple(getattr(env_class, "text_vocabulary", ()))
 
 
 def action_token(action: str) -> str:
@@ -31,11 +50,16 @@ def action_token(action: str) -> str:
 
 
 def tiny_action_model(
-    actions: Sequence[str], words: Sequence[str] = (), *, seed: int = 0, hidden_size: int = 64, layers: int = 2
+    actions: Sequence[str], words: Sequence[str] = (), *, seed: int = 0, hidden_size: int = 64, layers: int = 2,
+    format_prior: float = 5.0,
 ) -> tuple[Any, Any]:
     """Return ``(model, tokenizer)``: a random Llama over ``[specials] + words + one token per action``.
 
-    The output head starts at zero, so the first policy is uniform over the vocabulary.
+    The output head starts with zero weights and a bias of ``-format_prior`` on every token that is not an action
+    (0 on the actions), so the first policy is uniform over the actions and answers in the action format nearly
+    always (with 5.0: each non-action token is e^-5 times as likely as an action) — a stand-in for an
+    instruction-tuned LLM that knows the answer format but not the task. ``format_prior=0`` starts uniform over
+    the whole vocabulary.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
@@ -63,7 +87,12 @@ def tiny_action_model(
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     model = seeded_llama(config, seed)
+    head = torch.nn.Linear(hidden_size, len(tokenizer), bias=True)
+    action_ids = tokenizer.convert_tokens_to_ids([action_token(a) for a in actions])
     with torch.no_grad():
-        model.lm_head.weight.zero_()
+        head.weight.zero_()
+        head.bias.fill_(-format_prior)
+        head.bias[action_ids] = 0.0
+    model.lm_head = head
     model.eval()
     return model, tokenizer

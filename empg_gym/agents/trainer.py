@@ -55,14 +55,9 @@ def build_policy(config: TrainConfig) -> Any:
 
     lora = LoraSettings(r=config.lora_rank, alpha=2 * config.lora_rank) if config.lora_rank else None
     if config.model == "tiny-actions":
-        if config.env_id != "EMPG-KeyDoor-v0":
-            raise ConfigError(
-                f"model='tiny-actions' knows the actions of EMPG-KeyDoor-v0 only, not {config.env_id!r}; use "
-                "'tiny', 'smollm2-135m' or a model folder."
-            )
-        from empg_gym.agents.tiny import KEYDOOR_ACTIONS, KEYDOOR_WORDS, tiny_action_model
+        from empg_gym.agents.tiny import env_vocabulary, tiny_action_model
 
-        model, tokenizer = tiny_action_model(KEYDOOR_ACTIONS, KEYDOOR_WORDS, seed=config.seed)
+        model, tokenizer = tiny_action_model(*env_vocabulary(config.env_id), seed=config.seed)
         return LLMPolicy(_as_dtype(model, config.dtype), tokenizer, lora=lora, use_chat_template=False,
                          response_prefix=config.response_prefix)
     if config.model == "tiny":
@@ -95,7 +90,8 @@ def make_envs(config: TrainConfig, n: int) -> Any:
     def make() -> gym.Env[Any, Any]:
         return make_agent_env(
             config.env_id,
-            prompt=PromptConfig(history_length=config.history_length),
+            prompt=PromptConfig(history_length=config.history_length,
+                                **({"action_template": config.prompt_template} if config.prompt_template else {})),
             invalid_format_penalty=config.invalid_format_penalty,
             require_think=config.require_think,
             **dict(config.env_kwargs),

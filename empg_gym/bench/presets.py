@@ -2,8 +2,10 @@
 
 Example:
     >>> cfg = get_preset("quick")
-    >>> cfg.algos, cfg.task_type
-    (('grpo', 'dapo', 'empg'), 'pick_and_place_simple')
+    >>> cfg.algos, cfg.envs, len(cfg.seeds)
+    (('grpo', 'dapo', 'empg'), ('EMPG-KeyRooms-v0',), 5)
+    >>> cfg.pipeline().envs
+    ('EMPG-ALFWorld-v0',)
     >>> get_preset("paper").train["group_size"], get_preset("paper").updates
     (8, 150)
 """
@@ -33,6 +35,11 @@ class BenchConfig:
         eval_tasks: Tasks evaluated per split (the first ones of the split, after ``task_type`` filtering).
         task_type: Train and evaluate only on tasks of this type (``None``: all); applied by the bench, not the env.
         train: Other :class:`~empg_gym.agents.config.TrainConfig` fields shared by every run.
+        eval_every: Also evaluate every this many updates (0: only before training, update 0, and after the last).
+        processes: Runs trained at a time, each in a fresh worker process (0: one after another in this process).
+        threads_per_process: Torch threads of each worker (``None``: the CPU count divided by ``processes``).
+        pipeline_check: Fields of a second, small :class:`BenchConfig` run after this one (e.g. the embedded LLM
+            through the real stack); reported in its own section as a pipeline check, never ranked.
         hardware: What the preset needs, stated in the report.
         budget_note: The honest time budget, printed before anything runs.
         demonstration: The runs are too small to compare algorithms; the report says so.
@@ -46,6 +53,10 @@ class BenchConfig:
     eval_tasks: int = 4
     task_type: str | None = None
     train: Mapping[str, Any] = field(default_factory=dict)
+    eval_every: int = 0
+    processes: int = 0
+    threads_per_process: int | None = None
+    pipeline_check: Mapping[str, Any] | None = None
     hardware: str = "any CPU"
     budget_note: str = ""
     demonstration: bool = True
@@ -58,6 +69,12 @@ class BenchConfig:
             raise ConfigError(f"updates={self.updates!r} must be a positive int.")
         if not isinstance(self.eval_tasks, int) or self.eval_tasks < 1:
             raise ConfigError(f"eval_tasks={self.eval_tasks!r} must be a positive int.")
+        for name in ("eval_every", "processes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be an int >= 0.")
+        if self.threads_per_process is not None and self.threads_per_process < 1:
+            raise ConfigError(f"threads_per_process={self.threads_per_process!r} must be >= 1 or None.")
+        self.pipeline()  # a bad pipeline check fails now, not after the main runs
         reserved = {"env_id", "algo", "seed", "updates", "eval_tasks", "eval_every"} & set(self.train)
         if reserved:
             raise ConfigError(f"train={dict(self.train)!r} sets {sorted(reserved)}; set them on BenchConfig.")
@@ -71,6 +88,15 @@ class BenchConfig:
 
         return TrainConfig(**{**dict(self.train), "env_id": env_id, "algo": algo, "seed": seed,
                               "updates": self.updates, "eval_tasks": 0, "eval_every": 0})
+
+    def pipeline(self) -> BenchConfig | None:
+        """Return the pipeline check as a :class:`BenchConfig` (``None`` when there is none)."""
+        if self.pipeline_check is None:
+            return None
+        data = dict(self.pipeline_check)
+        if "pipeline_check" in data:
+            raise ConfigError("A pipeline_check cannot have a pipeline_check of its own.")
+        return BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     @classmethod
     def from_file(cls, path: str | Path) -> BenchConfig:
@@ -110,25 +136,46 @@ class BenchConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-#: The README's main job: embedded SmolLM2 on ALFWorld's easiest task type, sized for 2 CPU cores. On CPU the update
-#: dominates (~60 tokens/s for forward + backward of ~370-token step prompts), so each update trains on one group of
-#: 4 trajectories of at most 4 steps, and the prompt drops the history and the <think> request (the response opens
-#: with "<action>"). DAPO may draw one extra rollout batch when every group's rewards are equal. LoRA's usual lr 1e-4.
+#: The pipeline check of the quick preset: the embedded SmolLM2 (LoRA) through the real stack on ALFWorld's easiest
+#: task type, one update per algorithm. On CPU an update of an LLM dominates (~60 tokens/s for forward + backward of
+#: ~370-token step prompts), so it trains on one group of 4 trajectories of at most 4 steps; the prompt drops the
+#: history and the <think> request (the response opens with "<action>"). It checks that the code path runs, nothing
+#: more.
+QUICK_PIPELINE = {
+    "envs": ["EMPG-ALFWorld-v0"], "algos": ["grpo", "dapo", "empg"], "seeds": [0], "updates": 1,
+    "eval_splits": ["eval_in_distribution"], "eval_tasks": 2, "task_type": "pick_and_place_simple",
+    "processes": 1, "threads_per_process": 2,
+    "train": {"model": "smollm2-135m", "tasks_per_update": 1, "group_size": 4, "max_new_tokens": 10,
+              "history_length": 0, "max_steps": 4, "require_think": False, "response_prefix": "<action>",
+              "lr": 1e-4, "lora_rank": 8, "mini_batch_size": 16, "micro_batch_size": 4, "progress": False,
+              "checkpoint_every": 1, "algo_overrides": {"max_resample_batches": 1}},
+    "hardware": "2 CPU cores, 10 GB RAM (no GPU)",
+    "budget_note": "about 3 minutes: 3 algorithms x 1 update of SmolLM2 on 1 task x 4 trajectories, 2 eval tasks",
+}
+
+#: The README's main job (`make demo`): GRPO, DAPO and EMPG side by side on KeyDoor-v1 with 5 seeds each, a tiny
+#: action-token policy (a random 2-layer Llama whose actions are single tokens) trained by the same trainer as an
+#: LLM, greedy success on both eval splits before and after training; then the SmolLM2 pipeline check. The tiny
+#: policy reads the observation only (its prompt length sets the cost of an update on CPU); KL is off for every
+#: algorithm (a tiny policy trained from scratch has no reference worth staying near).
 QUICK = BenchConfig(
-    envs=("EMPG-ALFWorld-v0",),
+    envs=("EMPG-KeyRooms-v0",),
     algos=("grpo", "dapo", "empg"),
-    seeds=(0,),
-    updates=3,
-    eval_splits=("eval_in_distribution",),
-    eval_tasks=4,
-    task_type="pick_and_place_simple",
-    train={"model": "smollm2-135m", "tasks_per_update": 1, "group_size": 4, "max_new_tokens": 10,
-           "history_length": 0, "max_steps": 4, "require_think": False, "response_prefix": "<action>",
-           "lr": 1e-4, "lora_rank": 8, "mini_batch_size": 16, "micro_batch_size": 4, "progress": False,
-           "checkpoint_every": 1, "algo_overrides": {"max_resample_batches": 2}},
+    seeds=(0, 1, 2, 3, 4),
+    updates=40,
+    eval_splits=("eval_in_distribution", "eval_out_of_distribution"),
+    eval_tasks=50,
+    eval_every=10,
+    processes=2,
+    threads_per_process=1,
+    train={"model": "tiny-actions", "tasks_per_update": 4, "group_size": 16, "max_new_tokens": 1,
+           "history_length": 0, "prompt_template": "{observation}", "require_think": False, "lr": 3e-3,
+           "ppo_epochs": 2, "mini_batch_size": 64, "micro_batch_size": 64, "progress": False, "checkpoint_every": 10,
+           "algo_overrides": {"use_kl": False}},
+    pipeline_check=QUICK_PIPELINE,
     hardware="2 CPU cores, 10 GB RAM (no GPU)",
-    budget_note="about 10 minutes on 2 CPU cores, at most 20 (measured 7.3-9.5 min in 4 runs: "
-                "3 algorithms x 3 updates of 1 task x 4 trajectories, 4 eval tasks)",
+    budget_note="about 12 minutes on 2 CPU cores (not yet measured)",
+    demonstration=False,
 )
 
 #: The paper's settings (EMPG, arXiv 2509.09265; verl-agent): needs a GPU.

@@ -2,18 +2,26 @@
 
 Each run lives in ``OUT/runs/<env>/<algo>/seed<seed>/``: the trainer's ``metrics.jsonl`` and ``checkpoint/``, a
 ``diagnostics.jsonl`` (per-step entropy ``H``, EMPG's ``g`` and ``f``, and the trajectory's outcome, for the plots),
-``eval_<split>.jsonl`` episode logs, and ``result.json`` once the run is finished. A rerun skips runs with a
-``result.json`` and resumes the others from their checkpoint. ``OUT/results.csv`` is rebuilt from every
-``result.json`` after each run, and the report from ``results.csv``.
+``evals.jsonl`` (greedy success on every eval split before training — update 0 — every ``eval_every`` updates and
+after the last), ``eval_<split>.jsonl`` episode logs of the final policy, and ``result.json`` once the run is
+finished. A rerun skips runs with a ``result.json`` and resumes the others from their checkpoint. ``OUT/results.csv``
+(one row per env × split × algo × seed × evaluated update) is rebuilt from every ``result.json`` after each run, and
+the report from ``results.csv``.
+
+With ``processes >= 1`` every run trains in a fresh worker process (``processes`` of them at a time, each with its
+share of the CPU threads), so nothing one run allocates outlives it; ``processes=0`` trains in this process.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import gc
 import json
 import logging
+import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,9 +34,11 @@ logger = logging.getLogger(__name__)
 
 RESULT = "result.json"
 DIAGNOSTICS = "diagnostics.jsonl"
+EVALS = "evals.jsonl"
 RESULTS_CSV = "results.csv"
-BASE_COLUMNS = ["env", "split", "algo", "seed", "source", "updates", "applied_updates", "num_tasks", "success_rate",
-                "score", "episode_len", "train_seconds"]
+PIPELINE = "pipeline"
+BASE_COLUMNS = ["env", "split", "algo", "seed", "update", "source", "updates", "applied_updates", "num_tasks",
+                "success_rate", "score", "episode_len", "train_seconds"]
 
 
 def run_dir(out: Path, env_id: str, algo: str, seed: int) -> Path:
@@ -45,6 +55,9 @@ def run_bench(config: BenchConfig, out: str | Path, *, log: Callable[[str], None
               stop_after: int | None = None) -> Path:
     """Train and evaluate every run of ``config`` under ``out`` (skipping finished ones); return ``report.md``.
 
+    Then runs ``config.pipeline_check`` (if set) the same way under ``out/pipeline`` and reports it in its own
+    section.
+
     Args:
         config: The benchmark.
         out: Output folder (created).
@@ -56,58 +69,142 @@ def run_bench(config: BenchConfig, out: str | Path, *, log: Callable[[str], None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(bench_metadata(config), indent=1, default=str), encoding="utf-8")
-    combos = [(e, a, s) for e in config.envs for a in config.algos for s in config.seeds]
-    trained = 0
     t_start = time.perf_counter()
-    for i, (env_id, algo, seed) in enumerate(combos, 1):
-        folder = run_dir(out, env_id, algo, seed)
-        if (folder / RESULT).is_file():
-            log(f"[{i}/{len(combos)}] {env_id} {algo} seed={seed}: finished before, skipped")
-            continue
-        if stop_after is not None and trained >= stop_after:
-            log(f"stopping after {trained} runs (stop_after)")
-            return out / "report.md"
-        log(f"[{i}/{len(combos)}] {env_id} {algo} seed={seed}: training {config.updates} updates")
-        result = train_and_evaluate(config, env_id, algo, seed, folder, log=log)
-        trained += 1
-        log(f"[{i}/{len(combos)}] {env_id} {algo} seed={seed}: done in {result['train_seconds']:.0f} s; " +
-            ", ".join(f"{sp} success {r['success_rate']:.3f}" for sp, r in result["eval"].items()))
-        per_run = (time.perf_counter() - t_start) / trained
-        left = sum(not (run_dir(out, *c) / RESULT).is_file() for c in combos)
-        pace = f"  measured {result['train_seconds'] / max(1, result['updates'] - result['resumed_from']):.0f} s per update"
-        log(pace + (f"; about {per_run * left / 60:.0f} min left for {left} runs at this pace" if left else ""))
-        write_results_csv(out, combos)
-    write_results_csv(out, combos)
+    if not _run_all(config, out, log, stop_after, t_start):
+        return out / "report.md"
+    check = config.pipeline()
+    if check is not None:
+        log("pipeline check: " + (check.budget_note or f"{len(check.algos)} runs"))
+        (out / PIPELINE).mkdir(exist_ok=True)
+        (out / PIPELINE / "bench.json").write_text(json.dumps(bench_metadata(check), indent=1, default=str),
+                                                   encoding="utf-8")
+        _run_all(check, out / PIPELINE, log, None, time.perf_counter())
+    log(f"bench finished in {(time.perf_counter() - t_start) / 60:.1f} min")
     return write_report(out)
+
+
+def _combos(config: BenchConfig) -> list[tuple[str, str, int]]:
+    return [(e, a, s) for e in config.envs for a in config.algos for s in config.seeds]
+
+
+def _run_all(config: BenchConfig, out: Path, log: Callable[[str], None], stop_after: int | None,
+             t_start: float) -> bool:
+    """Train every unfinished run of ``config`` under ``out``; return False when stopped by ``stop_after``."""
+    combos = _combos(config)
+    todo = []
+    for i, combo in enumerate(combos, 1):
+        if (run_dir(out, *combo) / RESULT).is_file():
+            log(f"[{i}/{len(combos)}] {' '.join(map(str, combo[:2]))} seed={combo[2]}: finished before, skipped")
+        else:
+            todo.append((i, combo))
+    stopped = stop_after is not None and len(todo) > stop_after
+    todo = todo[:stop_after] if stop_after is not None else todo
+    done = 0
+
+    def finished(i: int, combo: tuple[str, str, int], result: dict[str, Any]) -> None:
+        nonlocal done
+        done += 1
+        env_id, algo, seed = combo
+        final = {sp: r for sp, r in result["eval"].items()}
+        log(f"[{i}/{len(combos)}] {env_id} {algo} seed={seed}: done in {result['train_seconds']:.0f} s; "
+            + ", ".join(f"{sp} success {r['success_rate']:.3f}" for sp, r in final.items()))
+        left = len(todo) - done
+        elapsed = time.perf_counter() - t_start
+        if left:
+            log(f"  {done} runs in {elapsed / 60:.1f} min; about {elapsed / done * left / 60:.1f} min left for "
+                f"{left} runs at this pace")
+        write_results_csv(out, combos)
+
+    if config.processes == 0:
+        for i, combo in todo:
+            log(f"[{i}/{len(combos)}] {combo[0]} {combo[1]} seed={combo[2]}: training {config.updates} updates")
+            finished(i, combo, train_and_evaluate(config, *combo, run_dir(out, *combo), log=log))
+            gc.collect()
+    else:
+        _run_in_workers(config, out, todo, len(combos), log, finished)
+    write_results_csv(out, combos)
+    if stopped:
+        log(f"stopping after {len(todo)} runs (stop_after)")
+    return not stopped
+
+
+def _run_in_workers(config: BenchConfig, out: Path, todo: list[tuple[int, tuple[str, str, int]]], total: int,
+                    log: Callable[[str], None], finished: Callable[..., None]) -> None:
+    """Train each run in a fresh process, ``config.processes`` at a time (results come back as they finish)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    threads = config.threads_per_process or max(1, (os.cpu_count() or 1) // config.processes)
+    with cf.ProcessPoolExecutor(max_workers=config.processes, mp_context=mp.get_context("spawn"),
+                                max_tasks_per_child=1) as pool:
+        futures = {}
+        for i, combo in todo:
+            log(f"[{i}/{total}] {combo[0]} {combo[1]} seed={combo[2]}: queued ({config.updates} updates, "
+                f"{config.processes} at a time, {threads} thread(s) each)")
+            futures[pool.submit(_worker, config, combo, str(run_dir(out, *combo)), threads, f"[{i}/{total}]")] = (
+                i, combo)
+        for future in cf.as_completed(futures):
+            i, combo = futures[future]
+            finished(i, combo, future.result())
+
+
+def _worker(config: BenchConfig, combo: tuple[str, str, int], folder: str, threads: int, tag: str) -> dict[str, Any]:
+    """Entry point of a worker process: one run, its progress lines printed to this process's stdout."""
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+
+    def log(line: str) -> None:
+        sys.stdout.write(f"{tag} {combo[1]} seed={combo[2]} {line.strip()}\n")
+        sys.stdout.flush()
+
+    return train_and_evaluate(config, *combo, Path(folder), log=log)
 
 
 def train_and_evaluate(config: BenchConfig, env_id: str, algo: str, seed: int, folder: Path,
                        *, log: Callable[[str], None] = logger.info) -> dict[str, Any]:
-    """Train one run (resuming its checkpoint), evaluate it on ``config.eval_splits``, write ``result.json``."""
+    """Train one run (resuming its checkpoint), evaluating it before, during and after; write ``result.json``."""
     cfg = config.train_config(env_id, algo, seed)
-    trainer = BenchTrainer(cfg, folder, resume=True, task_type=config.task_type)
+    trainer = BenchTrainer(cfg, folder, resume=True, task_type=config.task_type, bench=config, log=log)
     start_update = trainer.update_step
     if start_update:
         log(f"  resuming from update {start_update}")
     t0 = time.perf_counter()
     try:
+        if start_update == 0:
+            trainer.record_evals(final=False)
         trainer.train()
-        train_seconds = time.perf_counter() - t0
-        evals = {split: evaluate_filtered(trainer, split, config.eval_tasks, config.task_type, folder)
-                 for split in config.eval_splits}
+        train_seconds = time.perf_counter() - t0 - trainer.eval_seconds
+        if not any(r["update"] == trainer.update_step for r in _read_jsonl(folder / EVALS)):
+            trainer.record_evals(final=True)
+        else:  # the last periodic eval was at the last update: keep its episode logs as the final ones
+            trainer.record_evals(final=True, reuse=True)
+        evals = _read_jsonl(folder / EVALS)
     finally:
         trainer.close()
-    result = {"env": env_id, "algo": algo, "seed": seed, "updates": trainer.update_step,
+        del trainer
+        gc.collect()
+    last = max(r["update"] for r in evals)
+    result = {"env": env_id, "algo": algo, "seed": seed, "updates": config.updates,
               "applied_updates": applied_updates(folder), "resumed_from": start_update, "train_seconds": train_seconds,
-              "eval_seconds": time.perf_counter() - t0 - train_seconds, "eval": evals}
+              "eval_seconds": time.perf_counter() - t0 - train_seconds,
+              "eval": {r["split"]: r["metrics"] for r in evals if r["update"] == last},
+              "evals": evals}
     tmp = folder / (RESULT + ".tmp")
     tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
     tmp.replace(folder / RESULT)
     return result
 
 
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
 def applied_updates(folder: Path) -> int:
-    """Count the updates that changed the policy (DAPO's filter skips one when all groups' rewards are equal)."""
+    """Count the updates that changed the policy (a DAPO run stops short when its rollout budget runs out)."""
     path = folder / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
     return sum(1 for r in rows if "rollout/success_rate" in r and not r.get("actor/skipped"))
@@ -143,7 +240,8 @@ def _restrict(envs: Any, task_type: str) -> None:
         base.task_ids = task_ids
 
 
-def evaluate_filtered(trainer: Any, split: str, n_tasks: int, task_type: str | None, folder: Path) -> dict[str, float]:
+def evaluate_filtered(trainer: Any, split: str, n_tasks: int, task_type: str | None,
+                      log_path: Path | None) -> dict[str, Any]:
     """Play the first ``n_tasks`` tasks of ``split`` (of ``task_type`` only, when given) once each, greedily."""
     from empg_gym.agents.evaluate import summarize
     from empg_gym.agents.policy import GenerationConfig
@@ -168,9 +266,10 @@ def evaluate_filtered(trainer: Any, split: str, n_tasks: int, task_type: str | N
             env.close()
     episodes = [{"task_id": t.task_id, "task_type": t.task_type, "won": t.won, "score": t.score,
                  "length": t.length, "truncated": t.truncated} for t in rollout.trajectories]
-    with open(folder / f"eval_{split}.jsonl", "w", encoding="utf-8") as f:
-        for ep in episodes:
-            f.write(json.dumps(ep) + "\n")
+    if log_path is not None:
+        with open(log_path, "w", encoding="utf-8") as f:
+            for ep in episodes:
+                f.write(json.dumps(ep) + "\n")
     return {**summarize(episodes), "source": source}
 
 
@@ -178,18 +277,77 @@ def _trainer_class() -> type:
     from empg_gym.agents.trainer import Trainer
 
     class _BenchTrainer(Trainer):
-        """A :class:`~empg_gym.agents.trainer.Trainer` that trains on one task type and records EMPG diagnostics."""
+        """A :class:`~empg_gym.agents.trainer.Trainer` for benches.
 
-        def __init__(self, config: Any, out_dir: Any, *, resume: bool = False, task_type: str | None = None) -> None:
+        It trains on one task type, evaluates greedily every ``eval_every`` updates, records EMPG diagnostics and
+        logs its pace.
+        """
+
+        def __init__(self, config: Any, out_dir: Any, *, resume: bool = False, task_type: str | None = None,
+                     bench: BenchConfig | None = None, log: Callable[[str], None] = logger.info) -> None:
             super().__init__(config, out_dir, resume=resume)
             self.task_type = task_type
+            self.bench = bench
+            self.log = log
+            self.eval_seconds = 0.0
+            self._t_updates: list[float] = []
             if task_type is not None:
                 _restrict(self.envs, task_type)
-            diag = self.out_dir / DIAGNOSTICS
-            if diag.is_file():  # drop records of updates after the checkpoint we resumed from
-                keep = [ln for ln in diag.read_text(encoding="utf-8").splitlines()
-                        if ln.strip() and json.loads(ln)["update"] <= self.update_step]
-                diag.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+            for name in (DIAGNOSTICS, EVALS):  # drop records of updates after the checkpoint we resumed from
+                path = self.out_dir / name
+                if path.is_file():
+                    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines()
+                            if ln.strip() and json.loads(ln)["update"] <= self.update_step]
+                    path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+
+        def record_evals(self, *, final: bool, reuse: bool = False) -> None:
+            """Evaluate greedily on every eval split and append one ``evals.jsonl`` line per split.
+
+            ``final`` also writes the episode logs ``eval_<split>.jsonl``; ``reuse`` only copies the last
+            periodic eval's logs there (the policy has not changed since).
+            """
+            if self.bench is None:
+                return
+            folder = self.out_dir
+            if reuse:
+                for split in self.bench.eval_splits:
+                    src = folder / f"eval_{split}_update{self.update_step}.jsonl"
+                    if src.is_file():
+                        src.replace(folder / f"eval_{split}.jsonl")
+                return
+            t0 = time.perf_counter()
+            with open(folder / EVALS, "a", encoding="utf-8") as f:
+                for split in self.bench.eval_splits:
+                    name = f"eval_{split}.jsonl" if final else f"eval_{split}_update{self.update_step}.jsonl"
+                    metrics = evaluate_filtered(self, split, self.bench.eval_tasks, self.task_type, folder / name)
+                    f.write(json.dumps({"update": self.update_step, "split": split, "metrics": metrics}) + "\n")
+            for stale in folder.glob("eval_*_update*.jsonl"):
+                if not stale.name.endswith(f"_update{self.update_step}.jsonl") or final:
+                    stale.unlink()
+            self.eval_seconds += time.perf_counter() - t0
+
+        def train_step(self) -> dict[str, float]:
+            t0 = time.perf_counter()
+            metrics = super().train_step()
+            self._t_updates.append(time.perf_counter() - t0)
+            if metrics.get("actor/skipped"):  # DAPO found no informative group: not an update, the loop retries
+                self.log(f"  update {self.update_step + 1}/{self.config.updates}: no group with differing rewards "
+                         f"in {self.algo.max_resample_batches} rollout batch(es); drawing new ones")
+                return metrics
+            step = self.update_step + 1
+            every = self.bench.eval_every if self.bench is not None else 0
+            if every and step % every == 0 and step < self.config.updates:
+                self.update_step += 1  # evaluate as the policy after this update
+                try:
+                    self.record_evals(final=False)
+                finally:
+                    self.update_step -= 1
+            pace = sorted(self._t_updates)[len(self._t_updates) // 2]
+            left = (self.config.updates - step) * pace
+            self.log(f"  update {step}/{self.config.updates}: training success "
+                     f"{metrics['rollout/success_rate']:.2f}; {pace:.1f} s per update (median), about "
+                     f"{left / 60:.1f} min left in this run")
+            return metrics
 
         def _update(self, batch: Any, advantages: Any, prompts: list[Any], responses: list[Any]) -> dict[str, float]:
             record_diagnostics(self.out_dir / DIAGNOSTICS, self.update_step + 1, batch)
@@ -198,9 +356,10 @@ def _trainer_class() -> type:
     return _BenchTrainer
 
 
-def BenchTrainer(config: Any, out_dir: Any, *, resume: bool = False, task_type: str | None = None) -> Any:  # noqa: N802
+def BenchTrainer(config: Any, out_dir: Any, *, resume: bool = False, task_type: str | None = None,  # noqa: N802
+                 bench: BenchConfig | None = None, log: Callable[[str], None] = logger.info) -> Any:
     """Return a trainer (built lazily so that ``import empg_gym.bench`` does not import torch)."""
-    return _trainer_class()(config, out_dir, resume=resume, task_type=task_type)
+    return _trainer_class()(config, out_dir, resume=resume, task_type=task_type, bench=bench, log=log)
 
 
 def record_diagnostics(path: Path, update: int, batch: Any) -> None:
@@ -222,16 +381,22 @@ def record_diagnostics(path: Path, update: int, batch: Any) -> None:
 
 
 def write_results_csv(out: Path, combos: list[tuple[str, str, int]]) -> Path:
-    """Rebuild ``results.csv`` from the finished runs' ``result.json``: one row per env × split × algo × seed."""
+    """Rebuild ``results.csv`` from the finished runs: one row per env × split × algo × seed × evaluated update.
+
+    Update 0 is the untrained policy; ``train_seconds`` is the run's whole training time (on every row of the run).
+    """
     rows: list[dict[str, Any]] = []
     for env_id, algo, seed in combos:
         path = run_dir(out, env_id, algo, seed) / RESULT
         if not path.is_file():
             continue
         result = json.loads(path.read_text(encoding="utf-8"))
-        for split, metrics in result["eval"].items():
-            row = {"env": env_id, "split": split, "algo": algo, "seed": seed, "updates": result["updates"],
-                   "applied_updates": result.get("applied_updates", ""),
+        evals = result.get("evals") or [{"update": result["updates"], "split": sp, "metrics": m}
+                                        for sp, m in result["eval"].items()]
+        for record in sorted(evals, key=lambda r: (r["split"], r["update"])):
+            metrics = record["metrics"]
+            row = {"env": env_id, "split": record["split"], "algo": algo, "seed": seed, "update": record["update"],
+                   "updates": result["updates"], "applied_updates": result.get("applied_updates", ""),
                    "train_seconds": round(result["train_seconds"], 2)}
             row.update({k: metrics.get(k, "") for k in BASE_COLUMNS if k not in row})
             row["source"] = metrics.get("source", "")
@@ -256,8 +421,6 @@ def bench_metadata(config: BenchConfig) -> dict[str, Any]:
             return md.version(pkg)
         except md.PackageNotFoundError:
             return "not installed"
-
-    import os
 
     return {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},

@@ -15,6 +15,14 @@ register_env(
 )
 
 register_env(
+    "EMPG-KeyRooms-v0",
+    "empg_gym.envs.toy:KeyDoorRoomsEnv",
+    max_episode_steps=80,
+    family="toy",
+    description="Rooms behind coloured locked doors: fetch each key, open each door (CPU learning benchmark).",
+)
+
+register_env(
     "EMPG-DeepSearch-v0",
     "empg_gym.envs.deepsearch.env:DeepSearchEnv",
     max_episode_steps=5,

@@ -11,7 +11,7 @@ import gymnasium as gym
 import pytest
 
 from empg_gym.bench import BenchConfig, get_preset, run_bench
-from empg_gym.bench.report import mean_std, read_results
+from empg_gym.bench.report import entropy_bins, fmt, mean_ci, read_results
 from empg_gym.bench.runner import filtered_task_ids, run_dir
 from empg_gym.cli import main
 from empg_gym.errors import ConfigError
@@ -22,7 +22,8 @@ TINY = dict(model="tiny-actions", max_new_tokens=1, require_think=False, invalid
 
 
 def _bench(**kw):
-    base = dict(envs=("EMPG-KeyDoor-v0",), algos=("grpo", "empg"), seeds=(0,), updates=2, eval_tasks=3, train=TINY)
+    base = dict(envs=("EMPG-KeyDoor-v0",), algos=("grpo", "empg"), seeds=(0,), updates=2, eval_tasks=3, train=TINY,
+                eval_splits=("eval_in_distribution", "eval_out_of_distribution"))
     base.update(kw)
     return BenchConfig(**base)
 
@@ -31,28 +32,59 @@ def _bench(**kw):
 def bench_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     lines: list[str] = []
-    report = run_bench(_bench(), out, log=lines.append)
+    report = run_bench(_bench(seeds=(0, 1), eval_every=1), out, log=lines.append)
     return out, report, lines
 
 
-def test_report_table_matches_results_csv(bench_out):
-    out, report, _ = bench_out
+def test_results_csv_has_one_row_per_run_split_and_evaluated_update(bench_out):
+    out, _, _ = bench_out
     rows = list(csv.DictReader(open(out / "results.csv", encoding="utf-8")))
-    assert {(r["algo"], r["split"], r["seed"]) for r in rows} == {("grpo", "eval_in_distribution", "0"),
-                                                                  ("empg", "eval_in_distribution", "0")}
-    text = report.read_text(encoding="utf-8")
-    assert "demonstration of the pipeline" in text
+    keys = {(r["algo"], r["seed"], r["split"], r["update"]) for r in rows}
+    assert len(keys) == len(rows) == 2 * 2 * 2 * 3  # algos x seeds x splits x updates {0, 1, 2}
+    assert {r["update"] for r in rows} == {"0", "1", "2"}
+    for r in read_results(out):  # every row agrees with the run's evals.jsonl
+        evals = [json.loads(x) for x in open(run_dir(out, "EMPG-KeyDoor-v0", r["algo"], int(r["seed"])) / "evals.jsonl")]
+        match = [e for e in evals if e["update"] == r["update"] and e["split"] == r["split"]]
+        assert len(match) == 1 and match[0]["metrics"]["success_rate"] == pytest.approx(r["success_rate"])
+    # the final policy's episode logs back the last row
     for r in read_results(out):
-        m, s = mean_std([r["success_rate"]])
-        line = next(ln for ln in text.splitlines() if ln.startswith(f"| EMPG-KeyDoor-v0 | eval_in_distribution | "
-                                                                     f"{r['algo']} |"))
-        assert f"{m:.3f} ± {s:.3f} (n=1)" in line
-        # the per-run result and the csv agree with the episode log
-        episodes = [json.loads(x) for x in open(run_dir(out, "EMPG-KeyDoor-v0", r["algo"], 0) /
-                                                    "eval_eval_in_distribution.jsonl")]
-        assert len(episodes) == 3 == r["num_tasks"]
-        assert r["success_rate"] == pytest.approx(sum(e["won"] for e in episodes) / 3)
-    assert "torch" in text and "tiny-actions" in text
+        if r["update"] == 2:
+            folder = run_dir(out, "EMPG-KeyDoor-v0", r["algo"], int(r["seed"]))
+            episodes = [json.loads(x) for x in open(folder / f"eval_{r['split']}.jsonl")]
+            assert len(episodes) == 3 == r["num_tasks"]
+            assert r["success_rate"] == pytest.approx(sum(e["won"] for e in episodes) / 3)
+            assert not list(folder.glob("eval_*_update*.jsonl"))
+
+
+def test_report_gives_before_and_after_with_confidence_intervals(bench_out):
+    out, report, _ = bench_out
+    text = report.read_text(encoding="utf-8")
+    rows = read_results(out)
+    for algo in ("grpo", "empg"):
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"| EMPG-KeyDoor-v0 | {algo} | 2 |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for k, split in enumerate(("eval_in_distribution", "eval_out_of_distribution")):
+            before = [r["success_rate"] for r in rows if (r["algo"], r["split"], r["update"]) == (algo, split, 0)]
+            after = [r["success_rate"] for r in rows if (r["algo"], r["split"], r["update"]) == (algo, split, 2)]
+            assert cells[3 + 3 * k] == fmt(before) and cells[4 + 3 * k] == fmt(after)
+            assert cells[5 + 3 * k] == fmt([a - b for a, b in zip(after, before, strict=True)])
+        assert cells[-1] == "2/2"
+    assert "95% CI over 2 seed(s)" in text and "torch" in text and "tiny-actions" in text
+    assert "## EMPG diagnostics" in text and "Success rate of steps by step-entropy bin" in text
+
+
+def test_confidence_interval_is_students_t():
+    m, h = mean_ci([0.0, 1.0])
+    assert (m, round(h, 3)) == (0.5, round(12.706 * (0.5 ** 0.5) / (2 ** 0.5), 3))
+    assert mean_ci([0.3]) == (0.3, 0.0)
+    m, h = mean_ci([0.2] * 40)
+    assert (m, h) == pytest.approx((0.2, 0.0))
+
+
+def test_entropy_bins_count_steps_and_outcomes():
+    bins = entropy_bins([0.0, 0.5, 1.0, 1.5, 2.0], [1, 1, 0, 0, 1], bins=2)
+    assert [(n, rate) for _, _, n, rate in bins] == [(2, 1.0), (3, 1 / 3)]
+    assert entropy_bins([], []) == []
 
 
 def test_applied_updates_count_only_updates_that_changed_the_policy(tmp_path, bench_out):
@@ -67,13 +99,13 @@ def test_applied_updates_count_only_updates_that_changed_the_policy(tmp_path, be
     assert applied_updates(tmp_path / "missing") == 0
     out, report, _ = bench_out
     assert {r["applied_updates"] for r in read_results(out)} == {2.0}
-    assert "Updates applied per run" not in report.read_text()  # shown only when some update was skipped
 
 
 def test_plots_are_written_from_the_runs(bench_out):
     out, report, _ = bench_out
     text = report.read_text(encoding="utf-8")
-    for name in ("success.png", "entropy.png", "approx_kl.png", "kl.png", "empg_diagnostics.png"):
+    for name in ("eval_success.png", "success.png", "entropy.png", "approx_kl.png", "kl.png",
+                 "empg_diagnostics.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"]({name})" in text
     diag = [json.loads(x) for x in open(run_dir(out, "EMPG-KeyDoor-v0", "empg", 0) / "diagnostics.jsonl")]
@@ -85,12 +117,19 @@ def test_plots_are_written_from_the_runs(bench_out):
     assert [m["update"] for m in metrics] == [1, 2]
 
 
+def test_log_tells_the_pace_and_time_left(bench_out):
+    _, _, lines = bench_out
+    assert any(re.search(r"update 1/2: training success \d\.\d\d; [\d.]+ s per update \(median\), about "
+                         r"[\d.]+ min left in this run", ln) for ln in lines)
+    assert any(re.search(r"runs in [\d.]+ min; about [\d.]+ min left for \d+ runs", ln) for ln in lines)
+
+
 def test_rerun_skips_finished_runs(bench_out):
     out, _, _ = bench_out
     before = (out / "results.csv").read_text()
     lines: list[str] = []
-    run_bench(_bench(), out, log=lines.append)
-    assert sum("skipped" in ln for ln in lines) == 2 and not any("training" in ln for ln in lines)
+    run_bench(_bench(seeds=(0, 1), eval_every=1), out, log=lines.append)
+    assert sum("skipped" in ln for ln in lines) == 4 and not any("training" in ln for ln in lines)
     assert (out / "results.csv").read_text() == before
 
 
@@ -112,7 +151,8 @@ def test_interrupted_bench_resumes(tmp_path):
     assert any("resuming from update 1" in ln for ln in lines)
     updates = [json.loads(x)["update"] for x in open(run_dir(tmp_path, "EMPG-KeyDoor-v0", "empg", 0) / "metrics.jsonl")]
     assert updates == [1, 2]
-    assert len(list(csv.DictReader(open(tmp_path / "results.csv")))) == 2 and report.is_file()
+    # grpo: 2 splits x updates {0, 2}; empg was started outside the bench (no update-0 eval): 2 splits x {2}
+    assert len(list(csv.DictReader(open(tmp_path / "results.csv")))) == 4 + 2 and report.is_file()
 
 
 def test_task_type_restricts_training_and_eval_tasks(tmp_path):
@@ -132,7 +172,10 @@ def test_task_type_restricts_training_and_eval_tasks(tmp_path):
 
 def test_presets_and_errors():
     quick, paper = get_preset("quick"), get_preset("paper")
-    assert quick.envs == ("EMPG-ALFWorld-v0",) and quick.train["model"] == "smollm2-135m"
+    assert quick.envs == ("EMPG-KeyRooms-v0",) and quick.train["model"] == "tiny-actions" and len(quick.seeds) >= 5
+    assert quick.eval_splits == ("eval_in_distribution", "eval_out_of_distribution")
+    check = quick.pipeline()
+    assert check.envs == ("EMPG-ALFWorld-v0",) and check.train["model"] == "smollm2-135m" and check.updates == 1
     assert (paper.train["group_size"], paper.train["tasks_per_update"], paper.updates, paper.train["lr"]) == (
         8, 16, 150, 1e-6)
     assert paper.train_config("EMPG-ALFWorld-v0", "empg", 0).algorithm().empg.zeta == 0.05
