@@ -68,7 +68,8 @@ def make_batch(seed: int, T: int = 12) -> StepBatch:
 
 
 def test_presets_carry_the_paper_defaults():
-    assert sorted(ALGORITHMS) == ["dapo", "empg", "empg-dapo", "gigpo", "grpo"]
+    assert sorted(ALGORITHMS) == ["dapo", "empg", "empg-dapo", "empg-dapo-f", "empg-dapo-g", "empg-f", "empg-g",
+                                  "gigpo", "grpo"]
     grpo = get_algorithm("grpo")
     assert (grpo.estimator, grpo.clip_low, grpo.clip_high, grpo.loss_agg) == ("grpo", 0.2, 0.2, "token-mean")
     assert (grpo.use_kl, grpo.kl_kind, grpo.kl_coef, grpo.lr) == (True, "k3", 0.01, 1e-6)
@@ -89,7 +90,7 @@ def test_presets_carry_the_paper_defaults():
 
 def test_unknown_algorithm_lists_valid_names():
     with pytest.raises(ConfigError, match=r"Unknown algorithm 'empg_dapo'; valid names: \['dapo', 'empg', 'empg-dapo', "
-                       r"'gigpo', 'grpo'\]\. Did you mean 'empg-dapo'"):
+                       r"'empg-dapo-f', 'empg-dapo-g', 'empg-f', 'empg-g', 'gigpo', 'grpo'\]\. Did you mean 'empg-dapo'"):
         get_algorithm("empg_dapo")
 
 
@@ -315,3 +316,31 @@ def test_docstring_examples_run(module):
             table.clear()
             table.update(old)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_empg_ablations_switch_off_one_term_each():
+    """empg-g keeps the confidence scale g and drops the bonus; empg-f keeps the bonus f with g = 1 (EMPG Table 2)."""
+    import dataclasses
+
+    import torch
+
+    from empg_gym.agents.algorithms import StepBatch, compute_advantages, get_algorithm
+
+    gen = torch.Generator().manual_seed(3)
+    n, T = 12, 4
+    batch = StepBatch(response_mask=torch.ones(n, T, dtype=torch.bool), old_logp=torch.zeros(n, T),
+                      reward=torch.tensor([10.0, 10, 10, 0, 0, 0, 0, 0, 0, 10, 0, 0]),
+                      group_id=torch.tensor([0] * 6 + [1] * 6), traj_id=torch.arange(n) // 2,
+                      step_index=torch.arange(n) % 2, is_last=torch.arange(n) % 2 == 1,
+                      token_entropy=torch.rand(n, T, generator=gen) * 2)
+    empg, empg_g, empg_f, grpo = (get_algorithm(a) for a in ("empg", "empg-g", "empg-f", "grpo"))
+    no_bonus = dataclasses.replace(empg, empg=dataclasses.replace(empg.empg, zeta=0.0))
+    A_g, m_g = compute_advantages(empg_g, batch)
+    assert torch.equal(A_g, compute_advantages(no_bonus, batch)[0])  # empg-g == empg with zeta = 0
+    A_f, m_f = compute_advantages(empg_f, batch)
+    assert m_f["empg/g_min"] == m_f["empg/g_max"] == 1.0 and m_g["empg/g_min"] < 1.0 < m_g["empg/g_max"]
+    A_grpo, _ = compute_advantages(grpo, batch)
+    bonus = A_f - (A_grpo - A_grpo.mean())  # what empg-f adds to GRPO's advantage: zeta f, re-centred
+    assert bonus.abs().max() > 0 and bonus.abs().max() <= empg_f.empg.zeta + 1e-6
+    for name in ("empg-dapo-g", "empg-dapo-f"):
+        assert get_algorithm(name).filter_groups and get_algorithm(name).clip_high == 0.28

@@ -20,11 +20,21 @@ EMPG_DAPO = replace(DAPO, name="empg-dapo", empg=EMPGConfig())
 #: GiGPO (arXiv 2505.10978): omega 1, gamma 0.95, mean_std_norm.
 GIGPO = replace(GRPO, name="gigpo", estimator="gigpo", gigpo=GiGPOConfig(omega=1.0, gamma=0.95, norm_by_std=True))
 
-ALGORITHMS: dict[str, AlgorithmConfig] = {c.name: c for c in (GRPO, DAPO, EMPG, EMPG_DAPO, GIGPO)}
+#: EMPG's ablations (its Table 2): confidence scaling only (``g``, no bonus: zeta = 0) and the future-clarity bonus
+#: only (``f``, no scaling: k = 0 makes g = exp(0) / mean(exp(0)) = 1 for every step), over GRPO and over DAPO.
+EMPG_G = replace(GRPO, name="empg-g", empg=EMPGConfig(zeta=0.0))
+EMPG_F = replace(GRPO, name="empg-f", empg=EMPGConfig(k=0.0))
+EMPG_DAPO_G = replace(DAPO, name="empg-dapo-g", empg=EMPGConfig(zeta=0.0))
+EMPG_DAPO_F = replace(DAPO, name="empg-dapo-f", empg=EMPGConfig(k=0.0))
+
+ALGORITHMS: dict[str, AlgorithmConfig] = {
+    c.name: c for c in (GRPO, DAPO, EMPG, EMPG_DAPO, GIGPO, EMPG_G, EMPG_F, EMPG_DAPO_G, EMPG_DAPO_F)
+}
 
 
 def get_algorithm(name: str) -> AlgorithmConfig:
-    """Return the frozen preset ``name`` (``grpo``, ``dapo``, ``empg``, ``empg-dapo``, ``gigpo``, or one registered).
+    """Return the frozen preset ``name`` (``grpo``, ``dapo``, ``empg``, ``empg-dapo``, ``gigpo``, the EMPG ablations
+    ``empg-g``/``empg-f``/``empg-dapo-g``/``empg-dapo-f``, or one registered).
 
     Example:
         >>> cfg = get_algorithm("empg")
