@@ -31,6 +31,8 @@ until the env ends the episode or the step limit. It returns a list of ``AgentLo
 ``format_valid``   whether the response followed the answer format; ``action_valid``: whether the env took it
 ``reward_scale``   the ``R = reward_scale × won`` scale, for GiGPO's step returns
 ``reward_extra_info``  ``{won, score, num_steps}`` as floats: verl's validation metrics and DAPO filter read it
+``min_global_steps``, ``max_global_steps``  the weight versions the trajectory was generated with (from the server
+                   client's own extra fields, which every row also keeps, as verl's single-turn loop does)
 =================  ======================================================================================
 """
 
@@ -164,6 +166,7 @@ class GymAgentLoop(AgentLoopBase):
             "text": self.tokenizer.decode(generated, skip_special_tokens=True),
             "gen_s": gen_s,
             "num_preempted": out.num_preempted if out.num_preempted is not None else -1,
+            "server_extra": dict(out.extra_fields or {}),
         }
 
     def _outputs(
@@ -176,6 +179,7 @@ class GymAgentLoop(AgentLoopBase):
         outputs = []
         for t, step in enumerate(steps):
             extra = {
+                **step["server_extra"], **_weight_versions(steps),
                 "traj_id": traj_id, "step_index": t, "is_last": t == len(steps) - 1,
                 "anchor_obs": step["anchor_obs"], "won": won, "score": score,
                 "task_type": str(final.get("task_type", "")), "task_id": spec.task_id, "env_id": spec.env_id,
@@ -197,6 +201,22 @@ class GymAgentLoop(AgentLoopBase):
     async def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a blocking env call in the loop's executor, keeping the event loop free for other samples."""
         return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+
+
+def _weight_versions(steps: list[dict[str, Any]]) -> dict[str, int]:
+    """Return the trajectory's span of model-weight versions (verl's server client reports each generation's).
+
+    verl's v1 trainer turns ``min_global_steps``/``max_global_steps`` of every row into staleness metrics (and
+    filters stale rows in async modes); a trajectory spans all the versions its steps were generated with.
+    """
+    out = {}
+    lows = [v for s in steps if (v := s["server_extra"].get("min_global_steps")) is not None]
+    highs = [v for s in steps if (v := s["server_extra"].get("max_global_steps")) is not None]
+    if lows:
+        out["min_global_steps"] = min(lows)
+    if highs:
+        out["max_global_steps"] = max(highs)
+    return out
 
 
 def _trajectory_id(row: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """What one verl dataset row means to empg-gym: an episode spec, the loop's settings, and the export of rows.
 
 A row of verl's RL dataset (``verl.utils.dataset.rl_dataset.RLHFDataset``) that :class:`GymAgentLoop` plays looks
-like this (``empg-gym export-verl`` writes them; nothing here imports verl)::
+like this (``empg-gym export-verl`` writes them; this module uses no verl API)::
 
     {"data_source": "empg_gym/EMPG-ALFWorld-v0/train",
      "prompt": [{"role": "user", "content": "<the episode's first step prompt>"}],
@@ -12,8 +12,8 @@ like this (``empg-gym export-verl`` writes them; nothing here imports verl)::
 
 Only ``agent_name`` and ``extra_info`` (``env_id``, ``task_id``, ``seed``, optional ``env_kwargs``) drive the
 episode; ``prompt`` is the first step prompt, which verl uses for its prompt-length filter and logs; verl groups
-validation metrics by ``data_source``, so it names the split. ``env_kwargs``
-is JSON text (a parquet struct cannot be empty and would force one schema on every env), or a mapping.
+validation metrics by ``data_source``, so it names the split. ``env_kwargs`` is JSON text (a parquet struct cannot
+be empty and would force one schema on every env), or a mapping.
 
 Example:
     >>> spec = EpisodeSpec.from_row({"extra_info": {"env_id": "EMPG-KeyDoor-v0", "task_id": "keydoor-3r-s1-k3",
@@ -22,7 +22,7 @@ Example:
     ('EMPG-KeyDoor-v0', 'keydoor-3r-s1-k3', 7, {})
     >>> rows = episode_rows("EMPG-KeyDoor-v0", "eval_in_distribution")
     >>> len(rows), rows[0]["agent_name"], rows[0]["extra_info"]["task_id"]
-    (4, 'empg_gym', 'keydoor-3r-s1-k3')
+    (4, 'empg_gym', 'keydoor-2r-s2-k1')
 """
 
 from __future__ import annotations

@@ -35,12 +35,14 @@ def harness() -> SimpleNamespace:
         """Stand-in for verl's ``LLMServerClient`` (same ``generate`` signature, verl's ``TokenOutput``).
 
         ``script`` is a list of response texts handed out in call order, or ``fn(prompt_text, request_id)``.
-        Log-probs are ``-0.01 × (position + 1)``.
+        Log-probs are ``-0.01 × (position + 1)``. Like verl's client, the output's extra fields report the weight
+        version (``global_steps``, and ``min_``/``max_global_steps``): ``version(call_index)``, default 1.
         """
 
-        def __init__(self, script: Any, delay: float = 0.0) -> None:
+        def __init__(self, script: Any, delay: float = 0.0, version: Any = lambda k: 1) -> None:
             self.script = script
             self.delay = delay
+            self.version = version
             self.calls: list[dict[str, Any]] = []
 
         async def generate(self, request_id, *, prompt_ids, sampling_params, image_data=None, video_data=None,
@@ -53,7 +55,10 @@ def harness() -> SimpleNamespace:
                 await asyncio.sleep(self.delay)
             text = self.script(prompt, request_id) if callable(self.script) else self.script[k]
             ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
-            return TokenOutput(token_ids=ids, log_probs=[-0.01 * (i + 1) for i in range(len(ids))], num_preempted=0)
+            v = self.version(k)
+            return TokenOutput(token_ids=ids, log_probs=[-0.01 * (i + 1) for i in range(len(ids))], num_preempted=0,
+                               extra_fields={"global_steps": v, "min_global_steps": v, "max_global_steps": v,
+                                             "num_cached_tokens": 0})
 
     def make_loop(server: Any, **settings: Any) -> GymAgentLoop:
         """Build the loop as verl's worker does (hydra passes these keyword arguments); call inside an event loop."""

@@ -39,6 +39,8 @@ def check_rows(outputs: list[Any], traj_id: str, response_length: int) -> None:
         assert o.extra_fields["traj_id"] == traj_id
         assert o.reward_score == outputs[-1].reward_score
         assert o.extra_fields["reward_extra_info"] == outputs[-1].extra_fields["reward_extra_info"]
+        # verl's v1 trainer reads the weight versions of every row (np.array(..., dtype=int) in its metrics).
+        assert isinstance(o.extra_fields["min_global_steps"], int) and isinstance(o.extra_fields["max_global_steps"], int)
     # verl's v1 worker packs every output of a trajectory into one TensorDict: the dicts must share their keys.
     td = list_of_dict_to_tensordict([{**o.as_dict(), "uid": "u"} for o in outputs])
     assert td.batch_size[0] == len(outputs) and "rm_scores" in td.keys() and "rollout_log_probs" in td.keys()
@@ -50,7 +52,7 @@ def check_rows(outputs: list[Any], traj_id: str, response_length: int) -> None:
 def test_oracle_responses_win(harness, env_id):
     task_id = gym.make(env_id).unwrapped.task_ids("eval_in_distribution")[0]
     script, first_prompt = harness.oracle_script(env_id, task_id, seed=3)
-    server = harness.Server(script)
+    server = harness.Server(script, version=lambda k: 7 if k < 2 else 8)  # the weights change after two steps
     [outputs] = harness.play(server, [harness.row(env_id, task_id, seed=3, uid="g1", session=2)])
 
     assert len(outputs) == len(script) and len(server.calls) == len(script)
@@ -59,6 +61,8 @@ def test_oracle_responses_win(harness, env_id):
     assert all(o.extra_fields["format_valid"] and o.extra_fields["format_penalty"] == 0.0 for o in outputs)
     assert outputs[-1].extra_fields["reward_extra_info"] == {"won": 1.0, "score": 1.0, "num_steps": len(script)}
     assert {o.extra_fields["task_id"] for o in outputs} == {task_id}
+    assert {(o.extra_fields["min_global_steps"], o.extra_fields["max_global_steps"]) for o in outputs} == {(7, 8)}
+    assert [o.extra_fields["global_steps"] for o in outputs[:3]] == [7, 7, 8]  # each row keeps its generation's
     # The model saw our trainer's step prompt as a chat user turn, and the rows hold exactly the scripted tokens.
     tok = harness.tokenizer
     assert server.calls[0]["prompt"] == tok.apply_chat_template(

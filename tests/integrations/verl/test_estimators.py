@@ -127,6 +127,27 @@ def test_importing_the_integration_registers_everything_with_verl():
     assert plugins.get("empg_gym") == "empg_gym.integrations.verl"
 
 
+@pytest.mark.parametrize("module", ["episodes", "env_pool", "steps"])
+def test_module_doctests(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"empg_gym.integrations.verl.{module}"))
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_fresh_import_of_verl_loads_the_integration_through_the_plugin_entry_point():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", "VERL_USE_EXTERNAL_PLUGINS")}
+    code = ("import sys, verl; from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY; "
+            "print('empg_gym.integrations.verl' in sys.modules, 'empg' in ADV_ESTIMATOR_REGISTRY)")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True, text=True,
+                         check=True, stdin=subprocess.DEVNULL, cwd=os.path.dirname(__file__))
+    assert out.stdout.split()[-2:] == ["True", "True"], out.stderr[-2000:]
+
+
 @pytest.mark.parametrize("estimator", ["empg", "gigpo", "empg_gym_grpo"])
 @pytest.mark.parametrize("seed", range(4))
 def test_verl_side_advantages_equal_ours(estimator, seed):

@@ -103,7 +103,9 @@ def test_advantage_step_reads_step_rows_from_the_transfer_queue(tq, harness, est
             fields.append(field)
             n = len(out.response_ids)
             tags.append({"status": "success", "prompt_len": len(out.prompt_ids), "response_len": n,
-                         "seq_len": len(out.prompt_ids) + n})
+                         "seq_len": len(out.prompt_ids) + n, "global_steps": 1,
+                         "min_global_steps": field["extra_fields"].get("min_global_steps"),
+                         "max_global_steps": field["extra_fields"].get("max_global_steps")})
             entropies.append(torch.rand(n, generator=gen) * 4)
     partition = f"train-{estimator}"
     tq.kv_batch_put(keys=keys, partition_id=partition, fields=list_of_dict_to_tensordict(fields), tags=tags)
@@ -120,8 +122,7 @@ def test_advantage_step_reads_step_rows_from_the_transfer_queue(tq, harness, est
     tq.kv_batch_put(keys=batch.keys, partition_id=partition, fields=TensorDict(
         {"entropy": jagged(entropies), "old_log_probs": jagged(logprobs)}, batch_size=len(batch)))
 
-    trainer = GymStepTrainer.__new__(GymStepTrainer)  # the advantage step needs only the config
-    trainer.config = verl_config(f"algorithm.adv_estimator={estimator}")
+    trainer = GymStepTrainer(verl_config(f"algorithm.adv_estimator={estimator}"))
     metrics: dict = {}
     trainer._compute_advantage(batch, metrics)
     got = tq.kv_batch_get(keys=batch.keys, partition_id=partition, select_fields=["advantages"])["advantages"]
@@ -145,6 +146,14 @@ def test_advantage_step_reads_step_rows_from_the_transfer_queue(tq, harness, est
     assert all(not row.any() for row in got[len(samples):])  # padding rows
     assert metrics["adv/mean"] == pytest.approx(want_metrics["adv/mean"], abs=1e-6)
     assert any(k.startswith(f"{estimator}/") for k in metrics)
+    # verl's own step metrics read every row (rewards, advantages, turns, weight versions from the tags). The GPU
+    # resource pool (made by trainer.init() on a GPU machine) only reports the GPU count: a stand-in gives it.
+    from types import SimpleNamespace
+
+    trainer.resource_pool_manager = SimpleNamespace(get_n_gpus=lambda: 2)
+    trainer._compute_metrics(batch, metrics, timing_raw={"step": 1.0, "gen": 0.5}, global_steps=1, epoch=0)
+    assert metrics["training/off_policy/trajectory_spans/max"] == 1
+    assert metrics["critic/score/max"] == 10.0 and metrics["critic/score/min"] == 0.0
     tq.kv_clear(keys=batch.keys, partition_id=partition)
 
 
