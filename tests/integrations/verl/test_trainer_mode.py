@@ -1,9 +1,10 @@
 """The ``empg_gym`` v1 trainer mode on verl's real config and a real (local, in-memory) TransferQueue.
 
-Rows are played by ``GymAgentLoop`` (KeyDoor, scripted responses), packed and stored the way verl's v1 worker
-stores them, padded by verl's own ``upsample_batch_to_divisible_size``; the per-token entropy stands in for the
-actor's old-log-prob pass (written as verl's ``_compute_old_log_prob`` writes it). Then ``GymStepTrainer`` runs
-verl's advantage step, and the advantages read back from the TransferQueue must equal our trainer's.
+Rows are played by verl's own v1 agent-loop worker code (``AgentLoopWorkerTQ._run_prompt``, which builds
+``GymAgentLoop`` from verl's registry and stores its outputs), with a stand-in LLM client, and padded by verl's own
+``upsample_batch_to_divisible_size``; random per-token entropy stands in for the actor's old-log-prob pass (written
+as verl's ``_compute_old_log_prob`` writes it). Then ``GymStepTrainer`` runs verl's advantage step and verl's step
+metrics, and the advantages read back from the TransferQueue must equal our trainer's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from empg_gym.agents.rollout import StepSample  # noqa: E402
 from empg_gym.agents.trainer import to_step_batch  # noqa: E402
 from empg_gym.errors import ConfigError  # noqa: E402
 from empg_gym.integrations.verl import GymStepTrainer, algorithm_for  # noqa: E402
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "verl")
 
 pytestmark = pytest.mark.slow  # a local Ray cluster and TransferQueue: ~30 s to start on 2 cores
 
@@ -66,80 +69,99 @@ def test_the_mode_is_verls_sync_trainer(tq):
         GymStepTrainer(verl_config("algorithm.adv_estimator=empg", "algorithm.rollout_correction.bypass_mode=true"))
 
 
-def play_groups(harness) -> list[tuple[str, int, list]]:
-    """Two prompts × three sessions of KeyDoor: an oracle session (wins), a wandering one, a malformed one."""
+def run_worker(tq, harness, estimator: str) -> dict[str, list]:
+    """Play two prompts × three sessions of KeyDoor through verl's own v1 agent-loop worker code.
+
+    ``AgentLoopWorkerTQ._run_prompt`` (as a Ray actor it would build the tokenizer from a model path; here its
+    attributes are set directly, with the stand-in server as its LLM client) instantiates our loop from verl's registry
+    with hydra, runs ``rollout.n`` sessions, and stores every output row in the TransferQueue with its tags.
+    Session 0 plays the oracle plan (wins in 4 steps), session 1 wanders (10 steps, KeyDoor's limit), session 2 plays
+    the plan without tags (the env still takes the actions: wins in 4 steps, each penalised).
+    """
+    import asyncio
+    import itertools
+
+    from verl.trainer.ppo.v1 import AgentLoopWorkerTQ
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+    from verl.utils.rollout_trace import RolloutTraceConfig
+
     plans = {"keydoor-3r-s1-k3": ["go east", "go east", "take key", "open door"],
              "keydoor-2r-s2-k1": ["go west", "take key", "go east", "open door"]}
     styles = ["<think>plan</think><action>{a}</action>", "<think>wander</think><action>look</action>", "{a}"]
-    groups = []
-    for uid, task in zip(["p0", "p1"], plans, strict=True):
-        for session, style in enumerate(styles):
-            script = [style.format(a=a) for a in plans[task]]
-            [outputs] = harness.play(harness.Server(script), [harness.row("EMPG-KeyDoor-v0", task, uid=uid,
-                                                                          session=session)], max_steps=4)
-            groups.append((uid, session, outputs))
-    return groups
+    uids = {f"{estimator[0]}{k}": task for k, task in enumerate(plans)}
+    scripts = {f"{uid}_{s}": itertools.chain([style.format(a=a) for a in plans[task]],
+                                             itertools.repeat(style.format(a="look")))
+               for uid, task in uids.items() for s, style in enumerate(styles)}
+    server = harness.Server(lambda prompt, request_id: next(scripts[request_id.rsplit("-", 1)[0]]))
+
+    config = verl_config(f"algorithm.adv_estimator={estimator}", "actor_rollout_ref.rollout.n=3",
+                         "data.max_prompt_length=4096", "data.max_response_length=128")
+    worker = object.__new__(AgentLoopWorkerTQ.__ray_actor_class__)
+    worker.config, worker.llm_client, worker.tokenizer, worker.processor = config, server, harness.tokenizer, None
+    worker.dataset_cls, worker.hf_model_type, worker.tools, worker.background_tasks = RLHFDataset, None, [], set()
+    worker.distillation_enabled, worker.reward_loop_worker_handles, worker.mm_processor_kwargs = False, None, {}
+    RolloutTraceConfig.init("test", "test", None, False, None)
+
+    async def play() -> None:
+        for index, (uid, task) in enumerate(uids.items()):
+            prompt = {"uid": uid, "agent_name": "empg_gym", "index": index, "global_steps": 1,
+                      "raw_prompt": [], "data_source": "empg_gym/EMPG-KeyDoor-v0/train",
+                      "extra_info": {"index": index, "env_id": "EMPG-KeyDoor-v0", "task_id": task, "seed": index,
+                                     "env_kwargs": "{}"}}
+            trajectory = {"step": 1, "sample_index": index, "rollout_n": 0, "validate": False}
+            await worker._run_prompt(prompt, {"temperature": 1.0}, trajectory=trajectory, trace=False)
+
+    asyncio.run(play())
+    listed = tq.kv_list("train")["train"]
+    assert all(listed[uid]["status"] == "finished" for uid in uids), {uid: listed[uid] for uid in uids}
+    keys = sorted(k for k in listed if k.split("_")[0] in uids and k.count("_") == 2)
+    return {"keys": keys, "tags": [listed[k] for k in keys]}
 
 
 @pytest.mark.parametrize("estimator", ["empg", "gigpo"])
-def test_advantage_step_reads_step_rows_from_the_transfer_queue(tq, harness, estimator):
+def test_rows_from_verls_worker_go_through_the_advantage_step_and_metrics(tq, harness, estimator):
     from tensordict import TensorDict
     from transfer_queue import KVBatchMeta
     from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
-    from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
-    groups = play_groups(harness)
-    won = {(uid, s): outputs[-1].extra_fields["won"] for uid, s, outputs in groups}
-    assert set(won.values()) == {True, False}
-    # Store the rows as verl's AgentLoopWorkerTQ does: key {uid}_{session}_{step}, fields = as_dict() + the sample's.
-    keys, fields, tags, entropies = [], [], [], []
-    gen = torch.Generator().manual_seed(0)
-    for uid, session, outputs in groups:
-        for i, out in enumerate(outputs):
-            field = out.as_dict()
-            field.update(uid=uid, session_id=session, global_steps=1)
-            field["loss_mask"] = field["response_mask"]
-            keys.append(f"{uid}_{session}_{i}")
-            fields.append(field)
-            n = len(out.response_ids)
-            tags.append({"status": "success", "prompt_len": len(out.prompt_ids), "response_len": n,
-                         "seq_len": len(out.prompt_ids) + n, "global_steps": 1,
-                         "min_global_steps": field["extra_fields"].get("min_global_steps"),
-                         "max_global_steps": field["extra_fields"].get("max_global_steps")})
-            entropies.append(torch.rand(n, generator=gen) * 4)
-    partition = f"train-{estimator}"
-    tq.kv_batch_put(keys=keys, partition_id=partition, fields=list_of_dict_to_tensordict(fields), tags=tags)
-    batch = upsample_batch_to_divisible_size(KVBatchMeta(partition_id=partition, keys=keys, tags=tags), 16,
+    stored = run_worker(tq, harness, estimator)
+    keys, tags = stored["keys"], stored["tags"]
+    assert len(keys) == 2 * (4 + 10 + 4) and all(t["status"] == "success" and t["min_global_steps"] == 1 for t in tags)
+    batch = upsample_batch_to_divisible_size(KVBatchMeta(partition_id="train", keys=keys, tags=tags), 16,
                                              harness.tokenizer.eos_token_id)
     n_pad = len(batch) - len(keys)
     assert n_pad > 0 and all(t.get("is_padding") for t in batch.tags[len(keys):])
+    rows = tq.kv_batch_get(keys=keys, partition_id="train",
+                           select_fields=["extra_fields", "rm_scores", "rollout_log_probs", "uid"])
+    extras = list(rows["extra_fields"])
+    assert {e["won"] for e in extras} == {True, False} and any(e["format_penalty"] for e in extras)
     # Stand-in for the actor's old-log-prob pass, which writes old_log_probs and entropy back as jagged fields.
-    logprobs = [torch.tensor(out.response_logprobs) for _, _, outputs in groups for out in outputs]
+    gen = torch.Generator().manual_seed(0)
+    logprobs = list(rows["rollout_log_probs"].unbind())
+    entropies = [torch.rand(len(lp), generator=gen) * 4 for lp in logprobs]
 
-    def jagged(rows):
-        return torch.nested.as_nested_tensor(rows + [torch.zeros(1)] * n_pad, layout=torch.jagged)
+    def jagged(values):
+        return torch.nested.as_nested_tensor(values + [torch.zeros(1)] * n_pad, layout=torch.jagged)
 
-    tq.kv_batch_put(keys=batch.keys, partition_id=partition, fields=TensorDict(
+    tq.kv_batch_put(keys=batch.keys, partition_id="train", fields=TensorDict(
         {"entropy": jagged(entropies), "old_log_probs": jagged(logprobs)}, batch_size=len(batch)))
 
-    trainer = GymStepTrainer(verl_config(f"algorithm.adv_estimator={estimator}"))
+    trainer = GymStepTrainer(verl_config(f"algorithm.adv_estimator={estimator}", "actor_rollout_ref.rollout.n=3"))
     metrics: dict = {}
     trainer._compute_advantage(batch, metrics)
-    got = tq.kv_batch_get(keys=batch.keys, partition_id=partition, select_fields=["advantages"])["advantages"]
-    got = [row for row in got.unbind()]
+    got = list(tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["advantages"])["advantages"]
+               .unbind())
 
-    samples, traj_ids = [], {}
-    for uid, session, outputs in groups:
-        for out in outputs:
-            e = out.extra_fields
-            samples.append(StepSample(
-                prompt_ids=torch.tensor(out.prompt_ids), response_ids=torch.tensor(out.response_ids),
-                old_log_probs=torch.tensor(out.response_logprobs), entropies=entropies[len(samples)],
-                reward=out.reward_score, format_penalty=e["format_penalty"], group_id=int(uid[1:]),
-                traj_id=traj_ids.setdefault((uid, session), len(traj_ids)), step_index=e["step_index"],
-                is_last=e["is_last"], observation=e["anchor_obs"], action="", response_text="", task_id=e["task_id"],
-                format_valid=e["format_valid"], action_valid=e["action_valid"], env_reward=e["env_reward"]))
-    assert any(s.format_penalty for s in samples)
+    samples, groups, trajs = [], {}, {}
+    for e, uid, scores, ent in zip(extras, list(rows["uid"]), rows["rm_scores"].unbind(), entropies, strict=True):
+        n = len(ent)
+        samples.append(StepSample(
+            prompt_ids=torch.zeros(0, dtype=torch.long), response_ids=torch.zeros(n, dtype=torch.long),
+            old_log_probs=torch.zeros(n), entropies=ent, reward=float(scores.sum()),
+            format_penalty=e["format_penalty"], group_id=groups.setdefault(uid, len(groups)),
+            traj_id=trajs.setdefault(e["traj_id"], len(trajs)), step_index=e["step_index"], is_last=e["is_last"],
+            observation=e["anchor_obs"], action="", response_text="", task_id=e["task_id"],
+            format_valid=e["format_valid"], action_valid=e["action_valid"], env_reward=e["env_reward"]))
     want, want_metrics = compute_advantages(algorithm_for(estimator), to_step_batch(samples, 10.0)[0])
     for i, s in enumerate(samples):
         torch.testing.assert_close(got[i], want[i].expand(len(s.response_ids)), atol=1e-6, rtol=1e-6)
@@ -154,10 +176,8 @@ def test_advantage_step_reads_step_rows_from_the_transfer_queue(tq, harness, est
     trainer._compute_metrics(batch, metrics, timing_raw={"step": 1.0, "gen": 0.5}, global_steps=1, epoch=0)
     assert metrics["training/off_policy/trajectory_spans/max"] == 1
     assert metrics["critic/score/max"] == 10.0 and metrics["critic/score/min"] == 0.0
-    tq.kv_clear(keys=batch.keys, partition_id=partition)
+    tq.kv_clear(keys=batch.keys, partition_id="train")
 
-
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "verl")
 
 
 def script_overrides(script: str, tmp_path) -> list[str]:
