@@ -62,7 +62,8 @@ class GymAgentLoop(AgentLoopBase):
     them in the agent-loop YAML. See the module docstring for what each output row carries.
     """
 
-    #: The worker process's env pool (one per process: verl makes a new loop object for every sample).
+    #: The worker process's env pool (one per process: verl makes a new loop object for every sample); the first
+    #: loop of the process creates it with its ``max_idle_envs``.
     pool: ClassVar[EnvPool | None] = None
 
     def __init__(
