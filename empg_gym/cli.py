@@ -9,6 +9,7 @@ Examples::
     empg-gym bench --preset quick --out runs/quick
     empg-gym serve-webshop --port 3000
     empg-gym serve-retriever --port 8000
+    empg-gym export-verl --env EMPG-ALFWorld-v0 --split train --out data/alfworld_train.parquet
 """
 
 from __future__ import annotations
@@ -184,6 +185,21 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_export_verl(args: argparse.Namespace, out: TextIO) -> int:
+    from empg_gym.integrations.verl.episodes import (  # empg-gym[verl]
+        episode_rows,
+        parse_env_kwargs,
+        write_parquet,
+    )
+
+    rows = episode_rows(args.env, args.split, repeat=args.repeat, seed=args.seed,
+                        env_kwargs=parse_env_kwargs(args.env_kwargs), n_tasks=args.tasks)
+    path = write_parquet(rows, args.out)
+    out.write(f"Wrote {len(rows)} verl rows ({len(rows) // args.repeat} tasks of {args.env} {args.split} x "
+              f"{args.repeat}, agent_name=empg_gym) to {path}\n")
+    return 0
+
+
 #: Commands that hand all their arguments to a family's own command line (imported only when run).
 FORWARDED = {
     "serve-webshop": ("empg_gym.envs.webshop.server", "serve the WebShop site for a person to browse"),
@@ -248,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, default=None, help="only the first N tasks of the split")
     p.add_argument("--log", default=None, help="write one JSON line per episode here")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export-verl", help="write a split as verl RL-dataset rows (parquet) for the empg_gym agent loop")
+    p.add_argument("--env", required=True, help="env id, e.g. EMPG-ALFWorld-v0")
+    p.add_argument("--split", required=True, choices=SPLITS)
+    p.add_argument("--out", required=True, help="the .parquet file to write")
+    p.add_argument("--repeat", type=int, default=1, help="write the split this many times (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="the task at position i of the split gets seed SEED + i")
+    p.add_argument("--tasks", type=int, default=None, help="only the first N tasks of the split")
+    p.add_argument("--env-kwargs", default=None, help='gym.make keyword arguments as JSON, e.g. \'{"data_path": "..."}\'')
+    p.set_defaults(func=_cmd_export_verl)
 
     for name, (_, what) in FORWARDED.items():
         sub.add_parser(name, help=f"{what} (--help for its options)")

@@ -1,0 +1,244 @@
+"""The ``empg_gym`` v1 trainer mode on verl's real config and a real (local, in-memory) TransferQueue.
+
+Rows are played by verl's own v1 agent-loop worker code (``AgentLoopWorkerTQ._run_prompt``, which builds
+``GymAgentLoop`` from verl's registry and stores its outputs), with a stand-in LLM client, and padded by verl's own
+``upsample_batch_to_divisible_size``; random per-token entropy stands in for the actor's old-log-prob pass (written
+as verl's ``_compute_old_log_prob`` writes it). Then ``GymStepTrainer`` runs verl's advantage step and verl's step
+metrics, and the advantages read back from the TransferQueue must equal our trainer's.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if os.environ.get("EMPG_GYM_REQUIRE_VERL") == "1":
+    import verl  # noqa: F401  (the verl venv must import verl: fail, never skip)
+else:
+    pytest.importorskip("verl", reason="verl is not installed (the verl tests run in .venv-verl: make test-verl)")
+
+from empg_gym.agents.algorithms import compute_advantages  # noqa: E402
+from empg_gym.agents.rollout import StepSample  # noqa: E402
+from empg_gym.agents.trainer import to_step_batch  # noqa: E402
+from empg_gym.errors import ConfigError  # noqa: E402
+from empg_gym.integrations.verl import GymStepTrainer, algorithm_for  # noqa: E402
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "verl")
+
+pytestmark = pytest.mark.slow  # a local Ray cluster and TransferQueue: ~30 s to start on 2 cores
+
+
+@pytest.fixture(scope="module")
+def tq():
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+    import transfer_queue
+    from omegaconf import OmegaConf
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
+    try:
+        transfer_queue.init(OmegaConf.create({"backend": {"SimpleStorage": {"num_data_storage_units": 1}}}))
+        yield transfer_queue
+        transfer_queue.close()
+    finally:
+        ray.shutdown()
+
+
+def verl_config(*overrides: str):
+    """verl's own ppo_trainer.yaml, composed as ``python -m verl.trainer.main_ppo`` would with these overrides."""
+    import verl
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=os.path.join(os.path.dirname(verl.__file__), "trainer", "config"),
+                               version_base=None):
+        return compose("ppo_trainer", overrides=["trainer.v1.trainer_mode=empg_gym", *overrides])
+
+
+def test_the_mode_is_verls_sync_trainer(tq):
+    from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    config = verl_config("algorithm.adv_estimator=empg")
+    trainer = get_trainer_cls(config.trainer.v1.trainer_mode)(config)
+    assert isinstance(trainer, GymStepTrainer) and isinstance(trainer, PPOTrainerSync)
+    assert trainer.trainer_mode == "sync" and type(trainer.replay_buffer) is ReplayBuffer
+
+    with pytest.raises(ConfigError, match="bypass_mode=False"):
+        GymStepTrainer(verl_config("algorithm.adv_estimator=empg", "algorithm.rollout_correction.bypass_mode=true"))
+
+
+def run_worker(tq, harness, estimator: str) -> dict[str, list]:
+    """Play two prompts × three sessions of KeyDoor through verl's own v1 agent-loop worker code.
+
+    ``AgentLoopWorkerTQ._run_prompt`` (as a Ray actor it would build the tokenizer from a model path; here its
+    attributes are set directly, with the stand-in server as its LLM client) instantiates our loop from verl's registry
+    with hydra, runs ``rollout.n`` sessions, and stores every output row in the TransferQueue with its tags.
+    Session 0 plays the oracle plan (wins in 4 steps), session 1 wanders (10 steps, KeyDoor's limit), session 2 plays
+    the plan without tags (the env still takes the actions: wins in 4 steps, each penalised).
+    """
+    import asyncio
+    import itertools
+
+    from verl.trainer.ppo.v1 import AgentLoopWorkerTQ
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+    from verl.utils.rollout_trace import RolloutTraceConfig
+
+    plans = {"keydoor-3r-s1-k3": ["go east", "go east", "take key", "open door"],
+             "keydoor-2r-s2-k1": ["go west", "take key", "go east", "open door"]}
+    styles = ["<think>plan</think><action>{a}</action>", "<think>wander</think><action>look</action>", "{a}"]
+    uids = {f"{estimator[0]}{k}": task for k, task in enumerate(plans)}
+    scripts = {f"{uid}_{s}": itertools.chain([style.format(a=a) for a in plans[task]],
+                                             itertools.repeat(style.format(a="look")))
+               for uid, task in uids.items() for s, style in enumerate(styles)}
+    server = harness.Server(lambda prompt, request_id: next(scripts[request_id.rsplit("-", 1)[0]]))
+
+    config = verl_config(f"algorithm.adv_estimator={estimator}", "actor_rollout_ref.rollout.n=3",
+                         "data.max_prompt_length=4096", "data.max_response_length=128")
+    worker = object.__new__(AgentLoopWorkerTQ.__ray_actor_class__)
+    worker.config, worker.llm_client, worker.tokenizer, worker.processor = config, server, harness.tokenizer, None
+    worker.dataset_cls, worker.hf_model_type, worker.tools, worker.background_tasks = RLHFDataset, None, [], set()
+    worker.distillation_enabled, worker.reward_loop_worker_handles, worker.mm_processor_kwargs = False, None, {}
+    RolloutTraceConfig.init("test", "test", None, False, None)
+
+    async def play() -> None:
+        for index, (uid, task) in enumerate(uids.items()):
+            prompt = {"uid": uid, "agent_name": "empg_gym", "index": index, "global_steps": 1,
+                      "raw_prompt": [], "data_source": "empg_gym/EMPG-KeyDoor-v0/train",
+                      "extra_info": {"index": index, "env_id": "EMPG-KeyDoor-v0", "task_id": task, "seed": index,
+                                     "env_kwargs": "{}"}}
+            trajectory = {"step": 1, "sample_index": index, "rollout_n": 0, "validate": False}
+            await worker._run_prompt(prompt, {"temperature": 1.0}, trajectory=trajectory, trace=False)
+
+    asyncio.run(play())
+    listed = tq.kv_list("train")["train"]
+    assert all(listed[uid]["status"] == "finished" for uid in uids), {uid: listed[uid] for uid in uids}
+    keys = sorted(k for k in listed if k.split("_")[0] in uids and k.count("_") == 2)
+    return {"keys": keys, "tags": [listed[k] for k in keys]}
+
+
+@pytest.mark.parametrize("estimator", ["empg", "gigpo"])
+def test_rows_from_verls_worker_go_through_the_advantage_step_and_metrics(tq, harness, estimator):
+    from tensordict import TensorDict
+    from transfer_queue import KVBatchMeta
+    from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
+
+    stored = run_worker(tq, harness, estimator)
+    keys, tags = stored["keys"], stored["tags"]
+    assert len(keys) == 2 * (4 + 10 + 4) and all(t["status"] == "success" and t["min_global_steps"] == 1 for t in tags)
+    batch = upsample_batch_to_divisible_size(KVBatchMeta(partition_id="train", keys=keys, tags=tags), 16,
+                                             harness.tokenizer.eos_token_id)
+    n_pad = len(batch) - len(keys)
+    assert n_pad > 0 and all(t.get("is_padding") for t in batch.tags[len(keys):])
+    rows = tq.kv_batch_get(keys=keys, partition_id="train",
+                           select_fields=["extra_fields", "rm_scores", "rollout_log_probs", "uid"])
+    extras = list(rows["extra_fields"])
+    assert {e["won"] for e in extras} == {True, False} and any(e["format_penalty"] for e in extras)
+    # Stand-in for the actor's old-log-prob pass, which writes old_log_probs and entropy back as jagged fields.
+    gen = torch.Generator().manual_seed(0)
+    logprobs = list(rows["rollout_log_probs"].unbind())
+    entropies = [torch.rand(len(lp), generator=gen) * 4 for lp in logprobs]
+
+    def jagged(values):
+        return torch.nested.as_nested_tensor(values + [torch.zeros(1)] * n_pad, layout=torch.jagged)
+
+    tq.kv_batch_put(keys=batch.keys, partition_id="train", fields=TensorDict(
+        {"entropy": jagged(entropies), "old_log_probs": jagged(logprobs)}, batch_size=len(batch)))
+
+    trainer = GymStepTrainer(verl_config(f"algorithm.adv_estimator={estimator}", "actor_rollout_ref.rollout.n=3"))
+    metrics: dict = {}
+    trainer._compute_advantage(batch, metrics)
+    got = list(tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["advantages"])["advantages"]
+               .unbind())
+
+    samples, groups, trajs = [], {}, {}
+    for e, uid, scores, ent in zip(extras, list(rows["uid"]), rows["rm_scores"].unbind(), entropies, strict=True):
+        n = len(ent)
+        samples.append(StepSample(
+            prompt_ids=torch.zeros(0, dtype=torch.long), response_ids=torch.zeros(n, dtype=torch.long),
+            old_log_probs=torch.zeros(n), entropies=ent, reward=float(scores.sum()),
+            format_penalty=e["format_penalty"], group_id=groups.setdefault(uid, len(groups)),
+            traj_id=trajs.setdefault(e["traj_id"], len(trajs)), step_index=e["step_index"], is_last=e["is_last"],
+            observation=e["anchor_obs"], action="", response_text="", task_id=e["task_id"],
+            format_valid=e["format_valid"], action_valid=e["action_valid"], env_reward=e["env_reward"]))
+    want, want_metrics = compute_advantages(algorithm_for(estimator), to_step_batch(samples, 10.0)[0])
+    for i, s in enumerate(samples):
+        torch.testing.assert_close(got[i], want[i].expand(len(s.response_ids)), atol=1e-6, rtol=1e-6)
+    assert all(not row.any() for row in got[len(samples):])  # padding rows
+    assert metrics["adv/mean"] == pytest.approx(want_metrics["adv/mean"], abs=1e-6)
+    assert any(k.startswith(f"{estimator}/") for k in metrics)
+    # verl's own step metrics read every row (rewards, advantages, turns, weight versions from the tags). The GPU
+    # resource pool (made by trainer.init() on a GPU machine) only reports the GPU count: a stand-in gives it.
+    from types import SimpleNamespace
+
+    trainer.resource_pool_manager = SimpleNamespace(get_n_gpus=lambda: 2)
+    trainer._compute_metrics(batch, metrics, timing_raw={"step": 1.0, "gen": 0.5}, global_steps=1, epoch=0)
+    assert metrics["training/off_policy/trajectory_spans/max"] == 1
+    assert metrics["critic/score/max"] == 10.0 and metrics["critic/score/min"] == 0.0
+    tq.kv_clear(keys=batch.keys, partition_id="train")
+
+
+
+def script_overrides(script: str, tmp_path) -> list[str]:
+    """The verl overrides an example launch script passes to ``verl.trainer.main_ppo`` (its PRINT_ARGS mode)."""
+    import subprocess
+
+    env = {**os.environ, "PRINT_ARGS": "1", "DATA": str(tmp_path), "N_GPUS": "2"}
+    out = subprocess.run(["bash", os.path.join(EXAMPLES, script)], env=env, capture_output=True, text=True,
+                         check=True, stdin=subprocess.DEVNULL)
+    return out.stdout.splitlines()
+
+
+@pytest.mark.parametrize("script,estimator,clip_high,dapo", [
+    ("run_grpo.sh", "empg_gym_grpo", 0.2, False),
+    ("run_dapo.sh", "empg_gym_grpo", 0.28, True),
+    ("run_empg.sh", "empg", 0.2, False),
+    ("run_empg_dapo.sh", "empg", 0.28, True),
+])
+def test_example_scripts_compose_a_valid_verl_config(tq, tmp_path, script, estimator, clip_high, dapo):
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.trainer.ppo.v1 import get_trainer_cls
+    from verl.utils.config import validate_config
+
+    overrides = [o for o in script_overrides(script, tmp_path) if not o.startswith("trainer.v1.trainer_mode=")]
+    config = verl_config(*overrides)
+    validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    assert config.algorithm.adv_estimator == estimator and config.trainer.v1.trainer_mode == "empg_gym"
+    actor = config.actor_rollout_ref.actor
+    assert (actor.clip_ratio_low, actor.clip_ratio_high, actor.loss_agg_mode) == (0.2, clip_high, "token-mean")
+    assert (actor.use_kl_loss, actor.kl_loss_coef, actor.kl_loss_type, actor.optim.lr) == (True, 0.01, "low_var_kl",
+                                                                                          1e-6)
+    assert (config.data.train_batch_size, config.actor_rollout_ref.rollout.n) == (16, 8)
+    assert config.trainer.total_training_steps == 150
+    assert bool(config.algorithm.filter_groups.enable) is dapo
+    ours = algorithm_for(estimator, config.algorithm)
+    assert (ours.empg is not None) == (estimator == "empg") and ours.norm_by_std
+    if ours.empg is not None:
+        assert (ours.empg.k, ours.empg.k_next, ours.empg.zeta) == (1.0, 1.0, 0.05)
+    trainer = get_trainer_cls(config.trainer.v1.trainer_mode)(config)
+    assert trainer.trainer_mode == "sync" and (trainer.replay_buffer.filter_groups_metric == "won") is dapo
+
+
+def test_example_agent_loop_yaml_builds_the_loop_as_verls_worker_does(harness):
+    import asyncio
+
+    import hydra
+    from omegaconf import OmegaConf
+    from verl.experimental.agent_loop.agent_loop import DictConfigWrap
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    from empg_gym.integrations.verl import GymAgentLoop, LoopSettings
+
+    [entry] = OmegaConf.load(os.path.join(EXAMPLES, "agent_loop.yaml"))
+    config = OmegaConf.create({"actor_rollout_ref": {"rollout": {"prompt_length": 2048, "response_length": 512}}})
+
+    async def build():
+        return hydra.utils.instantiate(config=entry, trainer_config=DictConfigWrap(config),
+                                       server_manager=harness.Server([]), tokenizer=harness.tokenizer, processor=None,
+                                       hf_model_type=None, dataset_cls=RLHFDataset,
+                                       data_config=DictConfigWrap(OmegaConf.create({})), tools=None)
+
+    loop = asyncio.run(build())
+    assert entry.name == "empg_gym" and isinstance(loop, GymAgentLoop)
+    assert loop.settings == LoopSettings()  # the YAML writes out our trainer's defaults
