@@ -33,8 +33,10 @@ ALGORITHMS: dict[str, AlgorithmConfig] = {
 
 
 def get_algorithm(name: str) -> AlgorithmConfig:
-    """Return the frozen preset ``name`` (``grpo``, ``dapo``, ``empg``, ``empg-dapo``, ``gigpo``, the EMPG ablations
-    ``empg-g``/``empg-f``/``empg-dapo-g``/``empg-dapo-f``, or one registered).
+    """Return the frozen preset ``name`` (``grpo``, ``dapo``, ``empg``, ``gigpo``, ... or one registered).
+
+    The built-in names: ``grpo``, ``dapo``, ``empg``, ``empg-dapo``, ``gigpo`` and the EMPG ablations ``empg-g``,
+    ``empg-f``, ``empg-dapo-g``, ``empg-dapo-f``.
 
     Example:
         >>> cfg = get_algorithm("empg")
