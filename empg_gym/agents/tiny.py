@@ -51,15 +51,16 @@ def action_token(action: str) -> str:
 
 def tiny_action_model(
     actions: Sequence[str], words: Sequence[str] = (), *, seed: int = 0, hidden_size: int = 64, layers: int = 2,
-    format_prior: float = 5.0,
+    format_prior: float = 30.0,
 ) -> tuple[Any, Any]:
     """Return ``(model, tokenizer)``: a random Llama over ``[specials] + words + one token per action``.
 
     The output head starts with zero weights and a bias of ``-format_prior`` on every token that is not an action
-    (0 on the actions), so the first policy is uniform over the actions and answers in the action format nearly
-    always (with 5.0: each non-action token is e^-5 times as likely as an action) — a stand-in for an
-    instruction-tuned LLM that knows the answer format but not the task. ``format_prior=0`` starts uniform over
-    the whole vocabulary.
+    (0 on the actions), so the first policy is uniform over the actions: a stand-in for an instruction-tuned LLM
+    that knows the answer format but not the task. With the default 30 a non-action token has probability ~e^-30
+    and (its gradient being proportional to it) stays there; with a small prior (say 5) policy-gradient updates
+    whose advantages are mostly negative move mass onto the never-sampled non-action tokens, and the policy forgets
+    the format. ``format_prior=0`` starts uniform over the whole vocabulary.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers

@@ -159,7 +159,7 @@ def write_report(out: Path) -> Path:
            "success is one number per seed); Δ is the per-seed change.", "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(line) + " |" for line in lines]
-    md += ["", "`success` is the fraction of tasks won. For ALFWorld and KeyDoor the env's score is the success itself; "
+    md += ["", "`success` is the fraction of tasks won. For ALFWorld, KeyDoor and KeyRooms the env's score is the success itself; "
            "WebShop's score is the purchase's attribute/option/price/type match, Deep Search's the exact match (EM) "
            "of the answer (both in `results.csv`)."]
     secs = sorted({(r["env"], r["algo"], r["seed"]): r["train_seconds"] for r in rows
@@ -226,8 +226,11 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
-def _band(ax: Any, curves: dict[int, dict[float, float]], label: str) -> bool:
-    """Plot the mean over seeds of ``{seed: {x: y}}`` with a shaded 95% CI band; return whether anything was drawn."""
+def _band(ax: Any, curves: dict[int, dict[float, float]], label: str, clip: tuple[float, float] | None = None) -> bool:
+    """Plot the mean over seeds of ``{seed: {x: y}}`` with a shaded 95% CI band; return whether anything was drawn.
+
+    The band is cut to ``clip`` (a rate's ``(0, 1)``).
+    """
     xs = sorted({x for c in curves.values() for x in c})
     pts = [(x, mean_ci([c[x] for c in curves.values() if x in c])) for x in xs]
     if not pts:
@@ -236,8 +239,9 @@ def _band(ax: Any, curves: dict[int, dict[float, float]], label: str) -> bool:
     m = [p[1][0] for p in pts]
     h = [p[1][1] for p in pts]
     line, = ax.plot(x, m, marker="o" if len(x) < 15 else None, markersize=3, label=f"{label} (n={len(curves)})")
-    ax.fill_between(x, [a - b for a, b in zip(m, h, strict=True)], [a + b for a, b in zip(m, h, strict=True)],
-                    color=line.get_color(), alpha=0.2)
+    lo, hi = clip or (-math.inf, math.inf)
+    ax.fill_between(x, [max(lo, a - b) for a, b in zip(m, h, strict=True)],
+                    [min(hi, a + b) for a, b in zip(m, h, strict=True)], color=line.get_color(), alpha=0.2)
     return True
 
 
@@ -262,7 +266,7 @@ def write_plots(out: Path, meta: dict[str, Any]) -> list[Path]:
                 for r in rows:
                     if (r["env"], r["algo"], r["split"]) == (env, algo, split):
                         curves[int(r["seed"])][r.get("update", 0.0)] = r["success_rate"]
-                _band(ax, curves, algo + (f" {env}" if multi_env else ""))
+                _band(ax, curves, algo + (f" {env}" if multi_env else ""), clip=(0.0, 1.0))
         ax.set_title(f"greedy success, {split}", fontsize=9)
         ax.set_xlabel("update")
         ax.set_ylim(-0.05, 1.05)
@@ -280,7 +284,8 @@ def write_plots(out: Path, meta: dict[str, Any]) -> list[Path]:
                 curves = {seed: {m["update"]: m[key] for m in _read_jsonl(folder / "metrics.jsonl") if key in m}
                           for e, a, seed, folder in runs if (e, a) == (env, algo)}
                 curves = {k: v for k, v in curves.items() if v}
-                drawn |= _band(ax, curves, algo + (f" {env}" if multi_env else ""))
+                drawn |= _band(ax, curves, algo + (f" {env}" if multi_env else ""),
+                               clip=(0.0, 1.0) if "success" in key else None)
         ax.set_xlabel("update")
         ax.set_ylabel(label)
         if drawn:
