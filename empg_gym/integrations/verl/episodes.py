@@ -54,7 +54,8 @@ class LoopSettings:
     Attributes:
         reward_scale: Outcome reward ``R = reward_scale × won`` on every step row (verl-agent: 10).
         history_length: Past observation/action pairs in each step prompt (verl-agent: 2).
-        invalid_format_penalty: Charged to a step whose response breaks the answer format (verl-agent: 0.1).
+        invalid_format_penalty: Charged to a step whose response breaks the answer format (verl-agent: 0.1); the
+            empg-gym estimators subtract it from that step's advantage, as our trainer does.
         require_think: Whether a well-formed response needs ``<think>...</think>``.
         max_steps: Stop an episode after this many steps (``None``: the env's registered step limit).
         system_prompt: A system turn before every step prompt (``None``: none, as ``TrainConfig``).

@@ -8,8 +8,10 @@ per-token entropy of the actor's old-log-prob forward pass, and which rows are v
 turns a batch into our own :class:`~empg_gym.agents.rollout.StepSample` rows, builds the
 :class:`~empg_gym.agents.algorithms.StepBatch` with our trainer's :func:`~empg_gym.agents.trainer.to_step_batch`
 (so the outcome reward, the invalid-format penalty and GiGPO's step rewards enter exactly as in our trainer) and
-calls :func:`~empg_gym.agents.algorithms.compute_advantages` with the preset the estimator names. Nothing here
-imports verl.
+calls :func:`~empg_gym.agents.algorithms.compute_advantages` with the preset the estimator names. The
+invalid-format penalty is therefore not part of any reward: ``to_step_batch`` puts each row's ``format_penalty`` in
+``StepBatch.format_penalty``, and ``compute_advantages`` subtracts it from that row's advantage after the estimator
+and EMPG, as in our trainer. Nothing here imports verl.
 """
 
 from __future__ import annotations

@@ -81,7 +81,11 @@ def verl_batch(rows: list[dict], T: int, seed: int, n_padding: int = 0) -> tuple
 
 
 def ours(rows: list[dict], data: DataProto, step_rows: StepRows, estimator: str, norm: bool = True) -> torch.Tensor:
-    """The expected [bs, T] advantages, straight from empg_gym.agents.algorithms."""
+    """The expected [bs, T] advantages, straight from empg_gym.agents.algorithms' tensor functions.
+
+    Both estimators count each trajectory once in the outcome term's group statistics (``traj_ids``), and a step's
+    invalid-format penalty is subtracted from its advantage after the estimator and EMPG (docs/algorithms.md).
+    """
     n = len(rows)
     mask = data.batch["response_mask"][:n]
     R = torch.tensor([r["R"] for r in rows])
@@ -91,11 +95,12 @@ def ours(rows: list[dict], data: DataProto, step_rows: StepRows, estimator: str,
     if estimator == "gigpo":
         G_t = discounted_returns(torch.tensor([SCALE * r["extra"]["env_reward"] for r in rows]), traj, step, 0.95)
         obs = observation_keys([r["extra"]["anchor_obs"] for r in rows])
-        A = gigpo_advantages(R, group, G_t, obs, omega=1.0, norm_by_std=norm)
+        A = gigpo_advantages(R, group, G_t, obs, omega=1.0, norm_by_std=norm, traj_ids=traj)
     else:
         A = grpo_advantages(R, group, norm_by_std=norm, traj_ids=traj)
         if estimator == "empg":
             A = empg_advantages(A, step_entropy(step_rows.entropy[:n], mask), traj, step, k=1.0, k_next=1.0, zeta=0.05)
+    A = A - torch.tensor([r["extra"]["format_penalty"] for r in rows])
     out = torch.zeros(data.batch["response_mask"].shape)
     out[:n] = A.unsqueeze(-1) * mask
     return out
@@ -153,7 +158,8 @@ def test_a_fresh_import_of_verl_loads_the_integration_through_the_plugin_entry_p
 def test_verl_side_advantages_equal_ours(estimator, seed):
     rng = random.Random(seed)
     T = rng.choice([3, 8, 17])
-    rows = random_rows(seed, n_groups=rng.randint(1, 4), G=rng.choice([2, 4, 5]), T=T)
+    rows = random_rows(seed, n_groups=rng.randint(1, 4), G=rng.choice([2, 4, 5]), T=T, penalty=0.1 * (seed % 2))
+    assert any(r["extra"]["format_penalty"] for r in rows) == bool(seed % 2)
     data, step_rows, keys = verl_batch(rows, T, seed, n_padding=seed % 3)
     norm = seed != 1
     got, metrics = run_verl(data, step_rows, keys, estimator, norm=norm)
@@ -182,14 +188,20 @@ def test_empg_knobs_come_from_the_algorithm_config():
         algorithm_for("empg", {"empg": {"zetta": 0.1}})
 
 
-def test_empg_gym_grpo_equals_verl_grpo_when_no_step_is_penalised():
-    rows = random_rows(11, n_groups=4, G=4, T=5)
+@pytest.mark.parametrize("penalty", [0.0, 0.1])
+def test_empg_gym_grpo_is_verls_grpo_minus_each_steps_format_penalty(penalty):
+    # verl's own grpo reads each trajectory's last row and gives its advantage to every row; it knows no penalty.
+    # Ours counts each trajectory once too, then subtracts the step's penalty from the step's advantage.
+    rows = random_rows(11, n_groups=4, G=4, T=5, penalty=penalty)
+    assert any(r["extra"]["format_penalty"] for r in rows) == bool(penalty)
     data, step_rows, keys = verl_batch(rows, 5, 11)
     ours_grpo, _ = run_verl(data, step_rows, keys, "empg_gym_grpo")
     data2, _, _ = verl_batch(rows, 5, 11)
     verl_grpo = compute_advantage_for_multi_trajectories(data2, batch_keys=keys, adv_estimator="grpo",
                                                          config=OmegaConf.create({"adv_estimator": "grpo"}))
-    torch.testing.assert_close(ours_grpo, verl_grpo.batch["advantages"], atol=1e-6, rtol=1e-6)
+    p = torch.tensor([r["extra"]["format_penalty"] for r in rows]).unsqueeze(-1)
+    want = verl_grpo.batch["advantages"] - p * data.batch["response_mask"]
+    torch.testing.assert_close(ours_grpo, want, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("estimator", ["empg", "gigpo"])

@@ -4,7 +4,8 @@ Rows are played by verl's own v1 agent-loop worker code (``AgentLoopWorkerTQ._ru
 ``GymAgentLoop`` from verl's registry and stores its outputs), with a stand-in LLM client, and padded by verl's own
 ``upsample_batch_to_divisible_size``; random per-token entropy stands in for the actor's old-log-prob pass (written
 as verl's ``_compute_old_log_prob`` writes it). Then ``GymStepTrainer`` runs verl's advantage step and verl's step
-metrics, and the advantages read back from the TransferQueue must equal our trainer's.
+metrics, and the advantages read back from the TransferQueue must equal our trainer's; verl's replay buffer, with
+DAPO's group filter on, must drop the groups our trainer's ``informative_groups`` drops.
 """
 
 from __future__ import annotations
@@ -69,14 +70,16 @@ def test_the_mode_is_verls_sync_trainer(tq):
         GymStepTrainer(verl_config("algorithm.adv_estimator=empg", "algorithm.rollout_correction.bypass_mode=true"))
 
 
-def run_worker(tq, harness, estimator: str) -> dict[str, list]:
+def run_worker(tq, harness, prefix: str, lost_group: bool = False) -> dict[str, list]:
     """Play two prompts × three sessions of KeyDoor through verl's own v1 agent-loop worker code.
 
     ``AgentLoopWorkerTQ._run_prompt`` (as a Ray actor it would build the tokenizer from a model path; here its
     attributes are set directly, with the stand-in server as its LLM client) instantiates our loop from verl's registry
     with hydra, runs ``rollout.n`` sessions, and stores every output row in the TransferQueue with its tags.
     Session 0 plays the oracle plan (wins in 4 steps), session 1 wanders (10 steps, KeyDoor's limit), session 2 plays
-    the plan without tags (the env still takes the actions: wins in 4 steps, each penalised).
+    the plan without tags (the env still takes the actions: wins in 4 steps, each penalised). With ``lost_group`` a
+    third prompt's sessions all wander (10 steps each, all lost), the last one without tags (every step penalised).
+    Prompt ``k`` gets uid ``f"{prefix}{k}"``.
     """
     import asyncio
     import itertools
@@ -88,14 +91,18 @@ def run_worker(tq, harness, estimator: str) -> dict[str, list]:
     plans = {"keydoor-3r-s1-k3": ["go east", "go east", "take key", "open door"],
              "keydoor-2r-s2-k1": ["go west", "take key", "go east", "open door"]}
     styles = ["<think>plan</think><action>{a}</action>", "<think>wander</think><action>look</action>", "{a}"]
-    uids = {f"{estimator[0]}{k}": task for k, task in enumerate(plans)}
+    uids = {f"{prefix}{k}": task for k, task in enumerate(plans)}
+    styles_of = dict.fromkeys(uids, styles)
+    if lost_group:
+        uids[f"{prefix}{len(uids)}"] = "keydoor-3r-s1-k3"
+        styles_of[f"{prefix}{len(styles_of)}"] = [styles[1], styles[1], "look"]
     scripts = {f"{uid}_{s}": itertools.chain([style.format(a=a) for a in plans[task]],
                                              itertools.repeat(style.format(a="look")))
-               for uid, task in uids.items() for s, style in enumerate(styles)}
+               for uid, task in uids.items() for s, style in enumerate(styles_of[uid])}
     server = harness.Server(lambda prompt, request_id: next(scripts[request_id.rsplit("-", 1)[0]]))
 
-    config = verl_config(f"algorithm.adv_estimator={estimator}", "actor_rollout_ref.rollout.n=3",
-                         "data.max_prompt_length=4096", "data.max_response_length=128")
+    config = verl_config("actor_rollout_ref.rollout.n=3", "data.max_prompt_length=4096",
+                         "data.max_response_length=128")
     worker = object.__new__(AgentLoopWorkerTQ.__ray_actor_class__)
     worker.config, worker.llm_client, worker.tokenizer, worker.processor = config, server, harness.tokenizer, None
     worker.dataset_cls, worker.hf_model_type, worker.tools, worker.background_tasks = RLHFDataset, None, [], set()
@@ -115,7 +122,22 @@ def run_worker(tq, harness, estimator: str) -> dict[str, list]:
     listed = tq.kv_list("train")["train"]
     assert all(listed[uid]["status"] == "finished" for uid in uids), {uid: listed[uid] for uid in uids}
     keys = sorted(k for k in listed if k.split("_")[0] in uids and k.count("_") == 2)
-    return {"keys": keys, "tags": [listed[k] for k in keys]}
+    return {"uids": list(uids), "keys": keys, "tags": [listed[k] for k in keys]}
+
+
+def step_samples(extras: list, uids: list, rewards: list, entropies: list) -> list[StepSample]:
+    """Our trainer's ``StepSample`` of each stored row (its reward: the sum of verl's ``rm_scores``)."""
+    samples, groups, trajs = [], {}, {}
+    for e, uid, reward, ent in zip(extras, uids, rewards, entropies, strict=True):
+        n = len(ent)
+        samples.append(StepSample(
+            prompt_ids=torch.zeros(0, dtype=torch.long), response_ids=torch.zeros(n, dtype=torch.long),
+            old_log_probs=torch.zeros(n), entropies=ent, reward=float(reward),
+            format_penalty=e["format_penalty"], group_id=groups.setdefault(uid, len(groups)),
+            traj_id=trajs.setdefault(e["traj_id"], len(trajs)), step_index=e["step_index"], is_last=e["is_last"],
+            observation=e["anchor_obs"], action="", response_text="", task_id=e["task_id"],
+            format_valid=e["format_valid"], action_valid=e["action_valid"], env_reward=e["env_reward"]))
+    return samples
 
 
 @pytest.mark.parametrize("estimator", ["empg", "gigpo"])
@@ -124,7 +146,7 @@ def test_rows_from_verls_worker_go_through_the_advantage_step_and_metrics(tq, ha
     from transfer_queue import KVBatchMeta
     from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
 
-    stored = run_worker(tq, harness, estimator)
+    stored = run_worker(tq, harness, estimator[0])
     keys, tags = stored["keys"], stored["tags"]
     assert len(keys) == 2 * (4 + 10 + 4) and all(t["status"] == "success" and t["min_global_steps"] == 1 for t in tags)
     batch = upsample_batch_to_divisible_size(KVBatchMeta(partition_id="train", keys=keys, tags=tags), 16,
@@ -152,16 +174,7 @@ def test_rows_from_verls_worker_go_through_the_advantage_step_and_metrics(tq, ha
     got = list(tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["advantages"])["advantages"]
                .unbind())
 
-    samples, groups, trajs = [], {}, {}
-    for e, uid, scores, ent in zip(extras, list(rows["uid"]), rows["rm_scores"].unbind(), entropies, strict=True):
-        n = len(ent)
-        samples.append(StepSample(
-            prompt_ids=torch.zeros(0, dtype=torch.long), response_ids=torch.zeros(n, dtype=torch.long),
-            old_log_probs=torch.zeros(n), entropies=ent, reward=float(scores.sum()),
-            format_penalty=e["format_penalty"], group_id=groups.setdefault(uid, len(groups)),
-            traj_id=trajs.setdefault(e["traj_id"], len(trajs)), step_index=e["step_index"], is_last=e["is_last"],
-            observation=e["anchor_obs"], action="", response_text="", task_id=e["task_id"],
-            format_valid=e["format_valid"], action_valid=e["action_valid"], env_reward=e["env_reward"]))
+    samples = step_samples(extras, list(rows["uid"]), [s.sum() for s in rows["rm_scores"].unbind()], entropies)
     want, want_metrics = compute_advantages(algorithm_for(estimator), to_step_batch(samples, 10.0)[0])
     for i, s in enumerate(samples):
         torch.testing.assert_close(got[i], want[i].expand(len(s.response_ids)), atol=1e-6, rtol=1e-6)
@@ -178,6 +191,45 @@ def test_rows_from_verls_worker_go_through_the_advantage_step_and_metrics(tq, ha
     assert metrics["critic/score/max"] == 10.0 and metrics["critic/score/min"] == 0.0
     tq.kv_clear(keys=batch.keys, partition_id="train")
 
+
+
+@pytest.mark.parametrize("metric", ["won", "reward"])
+def test_verls_dapo_filter_drops_the_groups_our_trainer_drops(tq, harness, metric):
+    # verl's v1 replay buffer judges a group by a per-row metric (the reward_extra_info entry `won`, or the rm_scores
+    # sum `reward`); our trainer by the reward its estimator sees (informative_groups), where the format penalty is
+    # not (it is subtracted from the advantage). A group whose trajectories all lost, one of them with penalised
+    # steps, carries no signal for either; the two groups with a win and a loss are kept by both.
+    from empg_gym.agents.algorithms import informative_groups
+
+    prefix = f"d{metric[0]}"
+    stored = run_worker(tq, harness, prefix, lost_group=True)
+    uids, keys = stored["uids"], stored["keys"]
+    trainer = GymStepTrainer(verl_config("algorithm.adv_estimator=empg_gym_grpo", "actor_rollout_ref.rollout.n=3",
+                                         "algorithm.filter_groups.enable=True",
+                                         f"algorithm.filter_groups.metric={metric}"))
+    buffer = trainer.replay_buffer
+    assert buffer.filter_groups_metric == metric
+    # The buffer's view after a poll: these finished prompts and their rows (the trainer did not submit the prompts
+    # here, so the TransferQueue has no prompt tags for _sync_metadata_from_transfer_queue to read).
+    buffer.partitions["train"] = dict(zip(keys, stored["tags"], strict=True))
+    buffer.finished_keys["train"] = set(uids)
+    dropped_by_verl, _ = buffer._dapo_filtered_keys("train")
+
+    rows = tq.kv_batch_get(keys=keys, partition_id="train",
+                           select_fields=["extra_fields", "rm_scores", "rollout_log_probs", "uid"])
+    extras, row_uids = list(rows["extra_fields"]), list(rows["uid"])
+    rewards = [float(s.sum()) for s in rows["rm_scores"].unbind()]
+    lost = [(r, e) for r, e, uid in zip(rewards, extras, row_uids, strict=True) if uid == uids[-1]]
+    assert not any(e["won"] for _, e in lost)
+    # The old treatment (reward = outcome - penalty) would have seen different rewards here and kept the group.
+    assert len({r - e["format_penalty"] for r, e in lost}) > 1
+    samples = step_samples(extras, row_uids, rewards,
+                           [torch.zeros(len(lp)) for lp in rows["rollout_log_probs"].unbind()])
+    keep = informative_groups(algorithm_for("empg_gym_grpo", trainer.config.algorithm),
+                              to_step_batch(samples, 10.0)[0])
+    dropped_by_us = {uid for uid, k in zip(row_uids, keep.tolist(), strict=True) if not k}
+    assert dropped_by_verl == dropped_by_us == {uids[-1]}
+    tq.kv_clear(keys=keys, partition_id="train")
 
 
 def script_overrides(script: str, tmp_path) -> list[str]:
