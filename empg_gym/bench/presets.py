@@ -157,7 +157,9 @@ QUICK_PIPELINE = {
 #: action-token policy (a random 2-layer Llama whose actions are single tokens) trained by the same trainer as an
 #: LLM, greedy success on both eval splits before and after training; then the SmolLM2 pipeline check. The tiny
 #: policy reads the observation only (its prompt length sets the cost of an update on CPU); KL is off for every
-#: algorithm (a tiny policy trained from scratch has no reference worth staying near).
+#: algorithm (a tiny policy trained from scratch has no reference worth staying near). DAPO draws at most 3 rollout
+#: batches per update (the only algorithm that resamples): once its policy wins every group, nothing is left to
+#: filter for, and each further round would otherwise draw 10 batches for nothing.
 QUICK = BenchConfig(
     envs=("EMPG-KeyRooms-v0",),
     algos=("grpo", "dapo", "empg"),
@@ -171,7 +173,7 @@ QUICK = BenchConfig(
     train={"model": "tiny-actions", "tasks_per_update": 8, "group_size": 8, "max_new_tokens": 1,
            "history_length": 0, "prompt_template": "{observation}", "require_think": False, "lr": 2e-3,
            "ppo_epochs": 2, "mini_batch_size": 64, "micro_batch_size": 64, "progress": False, "checkpoint_every": 10,
-           "algo_overrides": {"use_kl": False}},
+           "algo_overrides": {"use_kl": False, "max_resample_batches": 3}},
     pipeline_check=QUICK_PIPELINE,
     hardware="2 CPU cores, 10 GB RAM (no GPU)",
     budget_note="about 12 minutes on 2 CPU cores (not yet measured)",

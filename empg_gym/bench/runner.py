@@ -100,19 +100,22 @@ def _run_all(config: BenchConfig, out: Path, log: Callable[[str], None], stop_af
     stopped = stop_after is not None and len(todo) > stop_after
     todo = todo[:stop_after] if stop_after is not None else todo
     done = 0
+    run_seconds: list[float] = []
 
     def finished(i: int, combo: tuple[str, str, int], result: dict[str, Any]) -> None:
         nonlocal done
         done += 1
+        run_seconds.append(result["train_seconds"] + result["eval_seconds"])
         env_id, algo, seed = combo
         final = {sp: r for sp, r in result["eval"].items()}
         log(f"[{i}/{len(combos)}] {env_id} {algo} seed={seed}: done in {result['train_seconds']:.0f} s; "
             + ", ".join(f"{sp} success {r['success_rate']:.3f}" for sp, r in final.items()))
         left = len(todo) - done
-        elapsed = time.perf_counter() - t_start
-        if left:
-            log(f"  {done} runs in {elapsed / 60:.1f} min; about {elapsed / done * left / 60:.1f} min left for "
-                f"{left} runs at this pace")
+        if left:  # runs go `processes` at a time; a run takes about the mean of those finished so far
+            per_run = sum(run_seconds) / len(run_seconds)
+            at_once = max(1, min(config.processes, left))
+            log(f"  {done} runs in {(time.perf_counter() - t_start) / 60:.1f} min, {per_run:.0f} s each; about "
+                f"{per_run * left / at_once / 60:.1f} min left for {left} runs at this pace")
         write_results_csv(out, combos)
 
     if config.processes == 0:

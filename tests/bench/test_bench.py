@@ -121,7 +121,7 @@ def test_log_tells_the_pace_and_time_left(bench_out):
     _, _, lines = bench_out
     assert any(re.search(r"update 1/2: training success \d\.\d\d; [\d.]+ s per update \(median\), about "
                          r"[\d.]+ min left in this run", ln) for ln in lines)
-    assert any(re.search(r"runs in [\d.]+ min; about [\d.]+ min left for \d+ runs", ln) for ln in lines)
+    assert any(re.search(r"runs in [\d.]+ min, \d+ s each; about [\d.]+ min left for \d+ runs", ln) for ln in lines)
 
 
 def test_rerun_skips_finished_runs(bench_out):
