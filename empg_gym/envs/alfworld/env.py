@@ -160,8 +160,9 @@ class AlfWorldEnv(TextEnv):
         :func:`empg_gym.envs.alfworld.oracle.plan`: ALFWorld's subgoals (put down what is not needed, fetch the
         object, heat/cool/clean it, move it to the target receptacle; or take it to the lamp) planned over the
         engine's current facts, then played in the engine, which is restored afterwards, and cut at the winning
-        step. That takes about as long as replaying the episode so far plus the plan (tens of milliseconds per
-        step), with no search that can run away (``benchmarks/alfworld_oracle.py`` measures it).
+        step. The time is that of playing the plan (10-25 ms a step) plus a restart and a replay of the episode so
+        far (~2 ms a step); planning itself takes about a millisecond and nothing searches without bound
+        (``benchmarks/alfworld_oracle.py`` measures it).
 
         Raises:
             NoPlanError: no plan wins from the current state (the message says why); raised without stepping the
