@@ -78,7 +78,7 @@ def test_planner_oracle_after_a_detour(real_env):
     first = real_env.unwrapped.oracle_actions()[0]
     detour = next(a for a in info["admissible_actions"] if a.startswith("go to") and a != first)
     real_env.step(detour)
-    plan = real_env.unwrapped.oracle_actions()  # off the walkthrough: fast-downward plans from here
+    plan = real_env.unwrapped.oracle_actions()  # off the walkthrough: the task-aware planner plans from here
     assert plan
     for action in plan:
         obs, reward, terminated, truncated, info = real_env.step(action)

@@ -35,8 +35,15 @@ its folder relative to ``json_2.1.1`` (``valid_seen/pick_and_place_simple-Pencil
 - ``source``: ``"auto"`` (real data when ``data_path``/``$ALFWORLD_DATA`` points at it, else procedural),
   ``"real"`` or ``"procedural"``.
 - ``data_path``: the folder that holds ``json_2.1.1`` (or ``json_2.1.1`` itself).
-- ``compiled_cache``: memoise fast-downward's translation of each game in memory and on disk (default ``True``;
-  resets several times faster, identical games).
+- ``compiled_cache``: memoise fast-downward's translation of each game in memory (the last 32 games, ~4 MB at
+  most) and on disk (default ``True``; resets several times faster, identical games).
+
+## Oracle
+``env.unwrapped.oracle_actions()`` returns actions that win from the current state: the game's walkthrough while
+the episode follows it, else a plan for the task's subgoals over the engine's current facts, played in the engine
+before it is returned (:mod:`empg_gym.envs.alfworld.oracle`). Some states reachable by admissible actions cannot be
+won (e.g. holding an object that no receptacle accepts, so the hands stay full); there it raises
+:class:`~empg_gym.envs.alfworld.oracle.NoPlanError` saying why.
 
 ## Example
 >>> import gymnasium as gym, empg_gym
@@ -57,6 +64,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from empg_gym.core import StepResult, TextEnv
+from empg_gym.envs.alfworld import oracle
 from empg_gym.envs.alfworld.engine import AlfworldEngine, default_translation_cache
 from empg_gym.envs.alfworld.real_data import find_data_root, load_real_manifest
 from empg_gym.errors import ConfigError
@@ -146,18 +154,30 @@ class AlfWorldEnv(TextEnv):
         return self._won_flag
 
     def oracle_actions(self) -> list[str]:
-        """Return actions that win from the current state.
+        """Return actions that win from the current state (``[]`` once won).
 
-        The game file's own walkthrough while the episode has followed it so far, else a fresh plan from
-        fast-downward for the current state (what alfworld's ``planner`` expert uses).
+        While the episode has followed the game file's own walkthrough, the rest of it. Otherwise a plan from
+        :func:`empg_gym.envs.alfworld.oracle.plan`: ALFWorld's subgoals (put down what is not needed, fetch the
+        object, heat/cool/clean it, move it to the target receptacle; or take it to the lamp) planned over the
+        engine's current facts, then played in the engine, which is restored afterwards, and cut at the winning
+        step. The time is that of playing the plan (10-25 ms a step) plus a restart and a replay of the episode so
+        far (~2 ms a step); planning itself takes about a millisecond and nothing searches without bound
+        (``benchmarks/alfworld_oracle.py`` measures it).
+
+        Raises:
+            NoPlanError: no plan wins from the current state (the message says why); raised without stepping the
+                engine when the state lacks what the goal needs.
+            ConfigError: before the first ``reset``.
         """
+        if self._task is None or self._engine.state is None:
+            raise ConfigError("Call reset() before oracle_actions().")
         if self._won_flag:
             return []
         walkthrough = self._engine.walkthrough
         n = len(self._history)
         if walkthrough and walkthrough[:n] == self._history:
             return walkthrough[n:]
-        return self._engine.replan()
+        return oracle.plan(self._engine, self._task.task_id)
 
     def close(self) -> None:
         """Release the engine's planning task."""
