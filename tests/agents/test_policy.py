@@ -156,7 +156,7 @@ def test_single_character_stop_strings_end_responses(tiny):
 def test_score_gradients_train_the_model_to_stop_at_the_action_tag():
     pol = LLMPolicy(*tiny_random_model(seed=1))
     target = "<think>ok</think><action>go east</action>"
-    assert _fit(pol, ["Act."], [target + "ignored tail"]) < 0.1
+    assert _fit(pol, ["Act."], [target + "ignored tail"], steps=400) < 0.1  # Adam at 1e-2 oscillates before ~200 steps
     out = pol.generate(["Act."], GenerationConfig(max_new_tokens=80, do_sample=False))[0]
     assert out.finish_reason == "stop"
     assert out.text == target  # cut at the stop string although the model would continue
