@@ -6,6 +6,7 @@ Examples::
     empg-gym play EMPG-ALFWorld-v0 --split eval_in_distribution --seed 3
     empg-gym play EMPG-KeyDoor-v0 --oracle
     empg-gym demo
+    empg-gym train --preset cpu --env EMPG-ALFWorld-v0 --algo empg --steps 3 --out runs/empg
     empg-gym bench --preset quick --out runs/quick
     empg-gym serve-webshop --port 3000
     empg-gym serve-retriever --port 8000
@@ -145,7 +146,8 @@ def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from empg_gym.agents.config import TrainConfig
+    """Precedence: the ``--preset`` values, then the ``--config`` file, then explicit flags."""
+    from empg_gym.agents.config import TrainConfig, train_preset
 
     overrides = {
         "env_id": args.env, "algo": args.algo, "model": args.model, "updates": args.steps, "seed": args.seed,
@@ -154,15 +156,27 @@ def _train_config(args: argparse.Namespace) -> Any:
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.config:
-        return TrainConfig.from_file(args.config, **overrides)
-    return TrainConfig.from_dict(overrides)
+        return TrainConfig.from_file(args.config, preset=args.preset, **overrides)
+    return TrainConfig.from_dict({**(train_preset(args.preset) if args.preset else {}), **overrides})
 
 
 def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from empg_gym.agents.trainer import Trainer
+    from empg_gym.errors import ConfigError
 
     config = _train_config(args)
-    trainer = Trainer(config, args.out, resume=args.resume)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads {args.threads} must be at least 1 (torch CPU threads).")
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    def log(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    trainer = Trainer(config, args.out, resume=args.resume, log=log)
     try:
         history = trainer.train()
     finally:
@@ -209,6 +223,8 @@ FORWARDED = {
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``empg-gym`` argument parser."""
+    from empg_gym.agents.config import TRAIN_PRESETS
+
     parser = argparse.ArgumentParser(prog="empg-gym", description="Text environments and RL for LLM agents.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="smollm2-135m (embedded), tiny-actions, a folder or hub id")
     p.add_argument("--steps", type=int, default=None, help="number of policy updates")
     p.add_argument("--out", required=True, help="run folder (metrics, checkpoints)")
+    p.add_argument("--preset", default=None, choices=sorted(TRAIN_PRESETS),
+                   help="start from a preset of sizes: cpu (SmolLM2 with LoRA, a few minutes per update on 2 "
+                        "cores); --config and explicit flags override it")
     p.add_argument("--config", default=None, help="TOML file with TrainConfig fields")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--tasks-per-update", type=int, default=None)
@@ -240,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-rank", type=int, default=None)
     p.add_argument("--eval-tasks", type=int, default=None, help="evaluate on this many eval tasks at the end")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: one per core); on a machine busy with other work, 1 can be "
+                        "several times faster than 2, which stall waiting for each other")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bench", help="train several algorithms side by side and write a report")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -270,6 +270,7 @@ def collect_rollouts(
     *,
     task_ids: Sequence[str] | None = None,
     seed: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> RolloutBatch:
     """Play one group rollout: ``len(envs) / G`` tasks, ``G`` trajectories each (see the module docstring).
 
@@ -282,6 +283,8 @@ def collect_rollouts(
         task_ids: The ``B`` tasks to play; default: a seeded draw (without replacement where possible) from
             ``config.split``.
         seed: Seeds the task draw, the env resets (env ``k`` gets ``seed + k``) and the sampling generator.
+        on_step: Called after every lockstep env step with the step's index (0 first) and its wall time in
+            seconds (generation and env steps of all live envs), e.g. to report progress.
     """
     import torch
 
@@ -303,6 +306,7 @@ def collect_rollouts(
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     play = _Play(n, G, tasks, first, config)
     gen_time = env_time = 0.0
+    step = 0
     bar = _progress_bar(config, envs)
     try:
         while play.live:
@@ -311,9 +315,13 @@ def collect_rollouts(
             gens = policy.generate([play.prompts[k] for k in live], config.generation, generator=generator)
             t1 = time.perf_counter()
             results = adapter.step({k: g.text for k, g in zip(live, gens, strict=True)})
-            env_time += time.perf_counter() - t1
+            t2 = time.perf_counter()
+            env_time += t2 - t1
             gen_time += t1 - t0
             play.record(live, gens, results)
+            if on_step is not None:
+                on_step(step, t2 - t0)
+            step += 1
             bar.update(1)
             bar.set_postfix(live=len(play.live))
     finally:

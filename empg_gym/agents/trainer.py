@@ -13,6 +13,11 @@ the run has drawn ``updates × max_resample_batches`` rollout batches in all (ve
 update, pooled over the run), and only then does the run stop short. Each metrics row carries the cumulative
 ``budget/rollout_batches`` and ``budget/env_steps`` (docs/fairness.md).
 
+Time: when built, the trainer measures the model on a real first prompt and logs the estimated time per update and
+per run (:mod:`~empg_gym.agents.estimate`), with a warning when a CPU would need more than an hour per
+update; it logs the measured first rollout step with the estimate revised by it, and after every update its time, the median
+so far and the time left. Lines go to ``log`` (default: this module's logger at INFO).
+
 Example:
     >>> from empg_gym.agents.config import TrainConfig
     >>> cfg = TrainConfig(env_id="EMPG-KeyDoor-v0", algo="empg", model="tiny-actions", updates=1,
@@ -32,20 +37,33 @@ import logging
 import os
 import random
 import shutil
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from empg_gym.agents.config import TrainConfig
+from empg_gym.agents.config import TrainConfig, train_preset
+from empg_gym.agents.estimate import (
+    MEASURE_BATCH,
+    Sizes,
+    Speed,
+    UpdateEstimate,
+    estimate_update,
+    format_duration,
+    measure_speed,
+    revised_estimate,
+)
 from empg_gym.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
+#: Seconds per update above which a run on a CPU gets a warning before it starts.
+SLOW_UPDATE_S = 3600.0
 
 
 # ------------------------------------------------------------------------------------------- construction
@@ -265,11 +283,19 @@ class Trainer:
         resume: Continue from ``out_dir/checkpoint`` when it exists (weights, optimizer, RNG states, update). Either
             way the run starts after the update it loaded (0 without a checkpoint), and metrics an earlier process
             logged after that update are dropped, so ``metrics.jsonl`` ends with exactly one row per update.
+        log: Called with each progress line: the estimate before training, the first rollout step, every update
+            (default: this module's logger, at INFO; the too-slow warning at WARNING).
     """
 
-    def __init__(self, config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
         import torch
 
+        self.log = log or logger.info
+        self._warn = log or logger.warning
+        self.speed: Speed | None = None  # the pre-flight measurement
+        self._first_step_seen = False
+        self._update_seconds: list[float] = []  # wall time of each update of this process
         self.config = config
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -291,6 +317,8 @@ class Trainer:
         if resume and (self.out_dir / CHECKPOINT / "state.json").is_file():
             self.load_checkpoint(self.out_dir / CHECKPOINT)
         self.metrics = MetricsLogger(self.out_dir, start=self.update_step)
+        if self.update_step < config.updates:  # before building B·G envs, which can take minutes
+            self.preflight()
         self.envs = make_envs(config, self.B * self.G)
 
     # ---------------------------------------------------------------------------------------------- loop
@@ -303,6 +331,7 @@ class Trainer:
         try:
             with tqdm(total=cfg.updates, initial=self.update_step, desc=f"{cfg.algo} on {cfg.env_id}",
                       unit="update", disable=not cfg.progress) as bar:
+                t_last = time.perf_counter()
                 while self.update_step < cfg.updates:
                     if self.rollout_batches >= self.max_rollout_batches:
                         self._stop_short()
@@ -321,6 +350,9 @@ class Trainer:
                     history.append(metrics)
                     if self.update_step % cfg.checkpoint_every == 0 or self.update_step == cfg.updates:
                         self.save_checkpoint()
+                    now = time.perf_counter()
+                    self._log_pace(metrics, now - t_last)
+                    t_last = now
                     bar.update(1)
                     bar.set_postfix(success=f"{metrics['rollout/success_rate']:.2f}")
             if cfg.eval_tasks and not cfg.eval_every:
@@ -330,6 +362,75 @@ class Trainer:
         finally:
             self.metrics.close()
         return history
+
+    # ---------------------------------------------------------------------------------------------- time
+    def preflight(self) -> UpdateEstimate:
+        """Measure the model on a real first prompt; log the estimated time per update and for the run.
+
+        On a CPU, above :data:`SLOW_UPDATE_S` per update, also warn, naming the ``cpu`` preset's estimate when it is
+        smaller. The run goes ahead either way.
+        """
+        cfg = self.config
+        sizes = Sizes.of(cfg, self.algo)
+        batch = min(self.B * self.G, MEASURE_BATCH)
+        self.speed = speed = measure_speed(self.policy, self._first_prompt(), batch=batch)
+        est = estimate_update(speed, sizes)
+        left = cfg.updates - self.update_step
+        where = "this CPU" if self.policy.device.type == "cpu" else str(self.policy.device)
+        self.log(f"estimate: about {format_duration(est.total)} per update on {where} ({sizes.describe()}: rollout "
+                 f"{format_duration(est.rollout)}, update {format_duration(est.update)}), about "
+                 f"{format_duration(left * est.total)} for {left} update{'s' * (left != 1)}; from a "
+                 f"{speed.seconds:.0f} s measurement of this model on a {speed.prompt_tokens}-token prompt, "
+                 "so a rough guide, not a promise")
+        if self.policy.device.type == "cpu" and est.total > SLOW_UPDATE_S:
+            self._warn(self._too_slow(speed, est.total, sizes.describe()))
+        return est
+
+    def _too_slow(self, speed: Speed, seconds: float, sizes: str) -> str:
+        small_cfg = TrainConfig.from_dict({**self.config.to_dict(), **train_preset("cpu")})
+        small_sizes = Sizes.of(small_cfg, resolve_algorithm(small_cfg))
+        small = estimate_update(speed, small_sizes).total
+        advice = (f"try the cpu preset (`empg-gym train --preset cpu`, {small_sizes.describe()}: about "
+                  f"{format_duration(small)} per update) or a GPU" if small < seconds
+                  else "try a GPU or a smaller model")
+        return (f"This run needs about {format_duration(seconds)} per update on this CPU ({sizes}); {advice}. "
+                "The run starts anyway; the estimate is rough (it assumes every trajectory runs to the step limit).")
+
+    def _first_prompt(self) -> str:
+        """Return the step prompt of the first task of the training split, from an env built for it."""
+        cfg = self.config
+        env = make_envs(dataclasses.replace(cfg, vectorization="sync"), 1)[0]
+        try:
+            tasks = env.unwrapped.task_ids(cfg.split)
+            prompt, _ = env.reset(seed=cfg.seed, options={"task_id": tasks[0]} if tasks else None)
+        finally:
+            env.close()
+        return str(prompt)
+
+    def _on_step(self, step: int, seconds: float) -> None:
+        """After the run's first env step: log its time and the update's estimate revised with it."""
+        if self._first_step_seen:
+            return
+        self._first_step_seen = True
+        sizes = Sizes.of(self.config, self.algo)
+        line = f"first rollout step: {seconds:.1f} s for {self.B * self.G} trajectories"
+        if self.speed is not None:
+            est = revised_estimate(seconds, self.speed, sizes)
+            left = self.config.updates - self.update_step
+            line += (f"; revised estimate for update {self.update_step + 1}: about {format_duration(est.rollout)} of "
+                     f"rollout ({sizes.steps} steps at most) + {format_duration(est.update)} of update = "
+                     f"{format_duration(est.total)}; about {format_duration(left * est.total)} for {left} "
+                     f"update{'s' * (left != 1)}")
+        self.log(line)
+
+    def _log_pace(self, metrics: dict[str, float], seconds: float) -> None:
+        """After an update: its wall time, the median so far and the time left at that pace."""
+        self._update_seconds.append(seconds)
+        pace = statistics.median(self._update_seconds)
+        left = (self.config.updates - self.update_step) * pace
+        self.log(f"update {self.update_step}/{self.config.updates}: training success "
+                 f"{metrics.get('rollout/success_rate', float('nan')):.2f}; {pace:.1f} s per update (median), about "
+                 f"{left / 60:.1f} min left in this run; this update took {seconds:.1f} s")
 
     @property
     def max_rollout_batches(self) -> int:
@@ -407,7 +508,8 @@ class Trainer:
         groups = trajs = 0
         for attempt in range(tries):
             seed = cfg.seed * 1_000_003 + self.update_step * 101 + self._attempt
-            rollout = collect_rollouts(self.policy, self.envs, rollout_cfg, seed=seed)
+            rollout = collect_rollouts(self.policy, self.envs, rollout_cfg, seed=seed,
+                                       on_step=None if self._first_step_seen else self._on_step)
             self._attempt += 1
             self.rollout_batches += 1
             self.env_steps += len(rollout.samples)

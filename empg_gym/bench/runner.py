@@ -300,18 +300,16 @@ def _trainer_class() -> type:
     class _BenchTrainer(Trainer):
         """A :class:`~empg_gym.agents.trainer.Trainer` for benches.
 
-        It trains on one task type, evaluates greedily every ``eval_every`` updates, records EMPG diagnostics and
-        logs its pace.
+        It trains on one task type, evaluates greedily every ``eval_every`` updates and records EMPG diagnostics;
+        the trainer logs its pace to ``log``.
         """
 
         def __init__(self, config: Any, out_dir: Any, *, resume: bool = False, task_type: str | None = None,
                      bench: BenchConfig | None = None, log: Callable[[str], None] = logger.info) -> None:
-            super().__init__(config, out_dir, resume=resume)
+            super().__init__(config, out_dir, resume=resume, log=log)
             self.task_type = task_type
             self.bench = bench
-            self.log = log
             self.eval_seconds = 0.0
-            self._t_updates: list[float] = []
             if task_type is not None:
                 _restrict(self.envs, task_type)
             for name in (DIAGNOSTICS, EVALS):  # drop records of updates after the checkpoint we resumed from
@@ -348,9 +346,7 @@ def _trainer_class() -> type:
             self.eval_seconds += time.perf_counter() - t0
 
         def train_step(self) -> dict[str, float]:
-            t0 = time.perf_counter()
             metrics = super().train_step()
-            self._t_updates.append(time.perf_counter() - t0)
             if metrics.get("actor/skipped"):  # DAPO found no informative group: not an update, the loop retries
                 self.log(f"  update {self.update_step + 1}/{self.config.updates}: no group with differing rewards "
                          f"in {self.algo.max_resample_batches} rollout batch(es); drawing new ones")
@@ -363,11 +359,6 @@ def _trainer_class() -> type:
                     self.record_evals(final=False)
                 finally:
                     self.update_step -= 1
-            pace = sorted(self._t_updates)[len(self._t_updates) // 2]
-            left = (self.config.updates - step) * pace
-            self.log(f"  update {step}/{self.config.updates}: training success "
-                     f"{metrics['rollout/success_rate']:.2f}; {pace:.1f} s per update (median), about "
-                     f"{left / 60:.1f} min left in this run")
             return metrics
 
         def _update(self, batch: Any, advantages: Any, prompts: list[Any], responses: list[Any]) -> dict[str, float]:

@@ -189,3 +189,11 @@ def test_vector_env_draws_group_tasks_from_the_split(tiny):
     listed = collect_rollouts(tiny, _envs(6), _config(max_steps=1, split="eval_in_distribution"), seed=2)
     assert [t.task_id for t in got.trajectories] == [t.task_id for t in listed.trajectories]
     assert {t.task_id for t in got.trajectories} <= set(gym.make("EMPG-KeyDoor-v0").unwrapped.task_ids("eval_in_distribution"))
+
+
+def test_on_step_reports_every_lockstep_step_in_order(tiny):
+    calls = []
+    batch = collect_rollouts(tiny, _envs(3), _config(max_steps=3), seed=0, on_step=lambda i, s: calls.append((i, s)))
+    assert [i for i, _ in calls] == [0, 1, 2] == list(range(int(batch.metrics["rollout/episode_len"])))
+    assert all(s > 0 for _, s in calls)
+    assert sum(s for _, s in calls) <= batch.metrics["time/rollout_s"]

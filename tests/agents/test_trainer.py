@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 
 import pytest
 
@@ -366,3 +367,58 @@ def test_killed_run_resumes_with_one_row_per_update(tmp_path, kill_after):
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("rollout/success_rate")] == list(range(1, 13))
+
+
+# ------------------------------------------------------------------------------ issue #13: time told truthfully
+def test_log_tells_the_estimate_the_first_step_and_every_update(tmp_path):
+    lines = []
+    Trainer(_cfg(updates=2), tmp_path, log=lines.append).train()
+    duration = r"[\d.]+ (s|min|h|days)"
+    assert len(lines) == 4, lines
+    assert re.fullmatch(rf"estimate: about {duration} per update on this CPU \(2 tasks x 4 trajectories x 10 steps x "
+                        rf"1 token: rollout {duration}, update {duration}\), about {duration} for 2 updates; from a "
+                        r"[\d.]+ s measurement of this model on a \d+-token prompt, so a rough guide, not a promise",
+                        lines[0]), lines[0]
+    assert re.fullmatch(rf"first rollout step: [\d.]+ s for 8 trajectories; revised estimate for update 1: about "
+                        rf"{duration} of rollout "
+                        rf"\(10 steps at most\) \+ {duration} of update = {duration}; about {duration} for 2 updates",
+                        lines[1]), lines[1]
+    for i, line in enumerate(lines[2:], 1):
+        assert re.fullmatch(rf"update {i}/2: training success \d\.\d\d; [\d.]+ s per update \(median\), about "
+                            r"[\d.]+ min left in this run; this update took [\d.]+ s", line), line
+
+
+def _slow_cpu(monkeypatch):
+    """Stand in for a measurement of SmolLM2 in fp32 on 2 busy cores (80 prompt tokens/s, 0.5 s per decoding step
+    of 8 rows): the real one needs the real model, and the warning depends only on the numbers it returns."""
+    from empg_gym.agents import trainer
+    from empg_gym.agents.estimate import Speed
+
+    speed = Speed(prompt_tokens=390, s_per_token=1 / 80, s_per_decode_step=0.5, decode_batch=8, seconds=9.0)
+    monkeypatch.setattr(trainer, "measure_speed", lambda *args, **kwargs: speed)
+
+
+def test_paper_sizes_on_a_cpu_are_warned_about_before_training(tmp_path, monkeypatch, caplog):
+    _slow_cpu(monkeypatch)
+    cfg = dataclasses.replace(_cfg(), tasks_per_update=None, group_size=None, max_new_tokens=256, history_length=2)
+    lines = []
+    trainer = Trainer(cfg, tmp_path / "a", log=lines.append)  # measures and warns before building its envs
+    assert (trainer.B, trainer.G) == (16, 8)  # the paper's sizes
+    assert len(lines) == 2 and lines[0].startswith("estimate: about ")
+    assert re.fullmatch(r"This run needs about [\d.]+ (h|days) per update on this CPU \(16 tasks x 8 trajectories x "
+                        r"10 steps x 256 tokens\); try the cpu preset \(`empg-gym train --preset cpu`, 1 task x 4 "
+                        r"trajectories x 3 steps x 12 tokens: about [\d.]+ (s|min) per update\) or a GPU\. The run "
+                        r"starts anyway; the estimate is rough .*", lines[1]), lines[1]
+    with caplog.at_level("WARNING"):  # without a log callable: the module logger, the warning at WARNING
+        Trainer(cfg, tmp_path / "b")
+    assert [r.levelname for r in caplog.records if "This run needs" in r.message] == ["WARNING"]
+
+
+def test_the_cpu_preset_is_not_warned_about(tmp_path, monkeypatch):
+    from empg_gym.agents.config import train_preset
+
+    _slow_cpu(monkeypatch)
+    cfg = TrainConfig.from_dict({**TINY, **train_preset("cpu"), "response_prefix": ""})  # tiny-actions has no "<"
+    lines = []
+    Trainer(cfg, tmp_path, log=lines.append)
+    assert len(lines) == 1 and "1 task x 4 trajectories x 3 steps x 12 tokens" in lines[0], lines
