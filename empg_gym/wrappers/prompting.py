@@ -230,7 +230,7 @@ def make_agent_env(
         >>> prompt, info = env.reset(options={"task_id": "keydoor-3r-s1-k3"})
         >>> _, _, _, _, info = env.step("<think>Move.</think><action>go east</action>")
         >>> info["format_valid"], info["parsed_action"], info["raw_observation"]
-        (True, 'go east', 'You are in room 2 of 3. The room is empty.')
+        (True, 'go east', 'You are in room 2 of 3. The room is empty. You carry nothing.')
     """
     if isinstance(env, str):
         env = gym.make(env, **make_kwargs)

@@ -107,7 +107,7 @@ class DiscreteActions(gym.Wrapper[Any, np.int64, Any, str]):
         >>> info["discrete_actions"], info["action_mask"].tolist()
         (['go east', 'look', 'take key'], [True, True, True, False, False, False])
         >>> env.step(2)[0]
-        'You pick up the key.'
+        'You pick up the key. You are in room 1 of 2. The room is empty. You carry the key.'
         >>> obs, reward, terminated, truncated, info = env.step(5)
         >>> obs, info["action_valid"], info["noop_index"]
         ('Nothing happens.', False, 5)
