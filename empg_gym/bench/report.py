@@ -162,6 +162,11 @@ def write_report(out: Path) -> Path:
     md += ["", "`success` is the fraction of tasks won. For ALFWorld, KeyDoor and KeyRooms the env's score is the success itself; "
            "WebShop's score is the purchase's attribute/option/price/type match, Deep Search's the exact match (EM) "
            "of the answer (both in `results.csv`)."]
+    if any(r.get("applied_updates", 0) < r.get("updates", 0) for r in rows):
+        md += ["", "Fewer updates applied than budgeted: a run that filters groups (DAPO's dynamic sampling) trains only "
+               "on groups whose rewards differ, so a round in which every group was all won (or all lost) is not an "
+               "update, and the run stops once its rollout budget (updates × max_resample_batches) is spent. A DAPO "
+               "run that wins every group early applies fewer updates; its 'after' is its last update."]
     secs = sorted({(r["env"], r["algo"], r["seed"]): r["train_seconds"] for r in rows
                    if "train_seconds" in r}.values())
     if secs:
