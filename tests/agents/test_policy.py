@@ -21,14 +21,6 @@ from empg_gym.errors import ConfigError  # noqa: E402
 PROMPTS = ["Go.", "A much longer prompt that needs plenty of left padding in a batch.", "Go.", "Middle one here."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny matmuls on a shared CPU run far faster on one thread than on oversubscribed OpenMP threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture()
 def tiny() -> LLMPolicy:

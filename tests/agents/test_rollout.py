@@ -19,13 +19,6 @@ from empg_gym.wrappers import PromptConfig, make_agent_env  # noqa: E402
 SHORT = PromptConfig(action_template="{observation}\n{history_block}[{admissible_actions}]", history_length=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def tiny() -> LLMPolicy:

@@ -17,16 +17,6 @@ TINY = dict(env_id="EMPG-KeyDoor-v0", model="tiny-actions", max_new_tokens=1, re
             invalid_format_penalty=0.0, history_length=0, progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny matmuls on a shared CPU run far faster on one thread than on oversubscribed OpenMP threads.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _cfg(**kw):
     base = dict(TINY, algo="grpo", updates=2, tasks_per_update=2, group_size=4, lr=3e-3, mini_batch_size=32,
