@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from empg_gym.bench.runner import DIAGNOSTICS, PIPELINE, RESULTS_CSV, run_dir
+from empg_gym.bench.runner import DIAGNOSTICS, PIPELINE, RESULTS_CSV, read_jsonl, run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -225,12 +225,6 @@ def _runs(out: Path, cfg: dict[str, Any]) -> list[tuple[str, str, int, Path]]:
     return [(e, a, s, run_dir(out, e, a, s)) for e in cfg["envs"] for a in cfg["algos"] for s in cfg["seeds"]]
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-
-
 def _band(ax: Any, curves: dict[int, dict[float, float]], label: str, clip: tuple[float, float] | None = None) -> bool:
     """Plot the mean over seeds of ``{seed: {x: y}}`` with a shaded 95% CI band; return whether anything was drawn.
 
@@ -286,7 +280,7 @@ def write_plots(out: Path, meta: dict[str, Any]) -> list[Path]:
         drawn = False
         for env in cfg["envs"]:
             for algo in cfg["algos"]:
-                curves = {seed: {m["update"]: m[key] for m in _read_jsonl(folder / "metrics.jsonl") if key in m}
+                curves = {seed: {m["update"]: m[key] for m in read_jsonl(folder / "metrics.jsonl") if key in m}
                           for e, a, seed, folder in runs if (e, a) == (env, algo)}
                 curves = {k: v for k, v in curves.items() if v}
                 drawn |= _band(ax, curves, algo + (f" {env}" if multi_env else ""),
@@ -313,7 +307,7 @@ def _diagnostics(runs: list[tuple[str, str, int, Path]]) -> dict[str, dict[str, 
     """Per algorithm: ``g``, ``f`` (f > 0) and step entropies ``H`` paired with their trajectory's outcome."""
     by_algo: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for _env, algo, _seed, folder in runs:
-        for rec in _read_jsonl(folder / DIAGNOSTICS):
+        for rec in read_jsonl(folder / DIAGNOSTICS):
             d = by_algo[algo]
             d["g"] += rec["g"]
             d["f"] += [x for x in rec["f"] if x > 0]

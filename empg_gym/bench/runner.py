@@ -194,14 +194,12 @@ def train_and_evaluate(config: BenchConfig, env_id: str, algo: str, seed: int, f
     t0 = time.perf_counter()
     try:
         if start_update == 0:
-            trainer.record_evals(final=False)
+            trainer.record_evals(0)
         trainer.train()
         train_seconds = time.perf_counter() - t0 - trainer.eval_seconds
-        if not any(r["update"] == trainer.update_step for r in _read_jsonl(folder / EVALS)):
-            trainer.record_evals(final=True)
-        else:  # the last periodic eval was at the last update: keep its episode logs as the final ones
-            trainer.record_evals(final=True, reuse=True)
-        evals = _read_jsonl(folder / EVALS)
+        if not any(r["update"] == trainer.update_step for r in read_jsonl(folder / EVALS)):
+            trainer.record_evals(trainer.update_step, episode_logs=True)
+        evals = read_jsonl(folder / EVALS)
     finally:
         trainer.close()
         del trainer
@@ -218,7 +216,8 @@ def train_and_evaluate(config: BenchConfig, env_id: str, algo: str, seed: int, f
     return result
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Return the records of a JSON-lines file (none when it does not exist)."""
     if not path.is_file():
         return []
     return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
@@ -319,30 +318,19 @@ def _trainer_class() -> type:
                             if ln.strip() and json.loads(ln)["update"] <= self.update_step]
                     path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
 
-        def record_evals(self, *, final: bool, reuse: bool = False) -> None:
-            """Evaluate greedily on every eval split and append one ``evals.jsonl`` line per split.
+        def record_evals(self, update: int, *, episode_logs: bool = False) -> None:
+            """Evaluate greedily on every eval split and append one ``evals.jsonl`` line per split for ``update``.
 
-            ``final`` also writes the episode logs ``eval_<split>.jsonl``; ``reuse`` only copies the last
-            periodic eval's logs there (the policy has not changed since).
+            ``episode_logs`` also writes the episodes to ``eval_<split>.jsonl`` (the final policy's).
             """
             if self.bench is None:
                 return
-            folder = self.out_dir
-            if reuse:
-                for split in self.bench.eval_splits:
-                    src = folder / f"eval_{split}_update{self.update_step}.jsonl"
-                    if src.is_file():
-                        src.replace(folder / f"eval_{split}.jsonl")
-                return
             t0 = time.perf_counter()
-            with open(folder / EVALS, "a", encoding="utf-8") as f:
+            with open(self.out_dir / EVALS, "a", encoding="utf-8") as f:
                 for split in self.bench.eval_splits:
-                    name = f"eval_{split}.jsonl" if final else f"eval_{split}_update{self.update_step}.jsonl"
-                    metrics = evaluate_filtered(self, split, self.bench.eval_tasks, self.task_type, folder / name)
-                    f.write(json.dumps({"update": self.update_step, "split": split, "metrics": metrics}) + "\n")
-            for stale in folder.glob("eval_*_update*.jsonl"):
-                if not stale.name.endswith(f"_update{self.update_step}.jsonl") or final:
-                    stale.unlink()
+                    log_path = self.out_dir / f"eval_{split}.jsonl" if episode_logs else None
+                    metrics = evaluate_filtered(self, split, self.bench.eval_tasks, self.task_type, log_path)
+                    f.write(json.dumps({"update": update, "split": split, "metrics": metrics}) + "\n")
             self.eval_seconds += time.perf_counter() - t0
 
         def train_step(self) -> dict[str, float]:
@@ -354,11 +342,7 @@ def _trainer_class() -> type:
             step = self.update_step + 1
             every = self.bench.eval_every if self.bench is not None else 0
             if every and step % every == 0 and step < self.config.updates:
-                self.update_step += 1  # evaluate as the policy after this update
-                try:
-                    self.record_evals(final=False)
-                finally:
-                    self.update_step -= 1
+                self.record_evals(step)  # the policy after this update (the loop counts it once we return)
             return metrics
 
         def _update(self, batch: Any, advantages: Any, prompts: list[Any], responses: list[Any]) -> dict[str, float]:
