@@ -35,6 +35,7 @@ The standard keys (:mod:`empg_gym.core`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 from dataclasses import dataclass
@@ -198,6 +199,7 @@ def _rooms_layout(rng: random.Random, sizes: RoomsSizes) -> dict[str, Any]:
     return {"rooms": rooms, "start": start, "doors": doors, "keys": sorted([r, c] for r, c in keys.items())}
 
 
+@functools.cache  # deterministic and frozen: every env of a process shares one (a build takes ~12 ms)
 def keydoor_rooms_manifest() -> TaskManifest:
     """Return KeyDoor-v1's fixed task set: 400 / 100 / 100 generated layouts (OOD: more doors, longer corridors).
 
