@@ -70,7 +70,7 @@ def test_train_prints_the_estimate_the_first_step_and_each_update(tmp_path):
                  str(tmp_path / "run"), "--config", str(config)], out=out) == 0
     lines = out.getvalue().splitlines()
     assert len(lines) == 5, lines
-    assert lines[0].startswith("estimate: about ") and " per update on this CPU (2 tasks x 2 trajectories x 3 steps" \
+    assert lines[0].startswith("estimate: up to about ") and " per update on this CPU (2 tasks x 2 trajectories x 3 steps" \
         in lines[0]
     assert lines[1].startswith("first rollout step: ") and "s for 4 trajectories; revised estimate for update 1" in lines[1]
     assert lines[2].startswith("update 1/2: training success ") and "s per update (median)" in lines[2]

@@ -212,8 +212,9 @@ class MetricsLogger:
 
     A run that starts at update ``start`` (0: a fresh run; else the update of the checkpoint it resumed from) first
     drops what an earlier, killed process logged after ``start``: those updates are about to be redone. TensorBoard
-    gets a fresh event folder on a fresh run, and ``purge_step = start + 1`` on a resumed one, so every update keeps
-    exactly one value there too.
+    gets a fresh event folder, refilled from the kept rows of ``metrics.jsonl``, so every update keeps exactly one
+    value there too. (TensorBoard's own ``purge_step`` is not enough: it drops the old events only when the new event
+    file sorts after the old one, and two files written in the same second sort by process id.)
 
     Args:
         out_dir: The run folder (``metrics.jsonl`` and ``tensorboard/`` go there).
@@ -222,7 +223,7 @@ class MetricsLogger:
 
     def __init__(self, out_dir: Path, start: int = 0) -> None:
         self.path = out_dir / "metrics.jsonl"
-        self.truncate(start)
+        kept = self.truncate(start)
         self._tb: Any = None
         tb_dir = out_dir / "tensorboard"
         try:
@@ -230,27 +231,33 @@ class MetricsLogger:
         except ImportError:  # tensorboard is optional
             logger.info("tensorboard is not installed; metrics go to %s only", self.path)
             return
-        if start == 0:
-            shutil.rmtree(tb_dir, ignore_errors=True)
-        self._tb = SummaryWriter(log_dir=str(tb_dir), purge_step=start + 1 if start else None)
+        shutil.rmtree(tb_dir, ignore_errors=True)
+        self._tb = SummaryWriter(log_dir=str(tb_dir))
+        for row in kept:
+            self._scalars(row.pop("update"), row)
+        self._tb.flush()
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Record ``metrics`` for update ``step``."""
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"update": step, **metrics}) + "\n")
         if self._tb is not None:
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and np.isfinite(value):
-                    self._tb.add_scalar(key, value, step)
+            self._scalars(step, metrics)
             self._tb.flush()
 
-    def truncate(self, step: int) -> None:
-        """Drop records of updates after ``step`` (all of them for ``step = 0``)."""
+    def _scalars(self, step: int, metrics: dict[str, Any]) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and np.isfinite(value):
+                self._tb.add_scalar(key, value, step)
+
+    def truncate(self, step: int) -> list[dict[str, Any]]:
+        """Drop records of updates after ``step`` (all of them for ``step = 0``); return the kept records."""
         if not self.path.is_file():
-            return
+            return []
         lines = [ln for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         kept = [ln for ln in lines if json.loads(ln)["update"] <= step]
         self.path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+        return [json.loads(ln) for ln in kept]
 
     def close(self) -> None:
         """Flush and close TensorBoard."""
@@ -377,9 +384,10 @@ class Trainer:
         est = estimate_update(speed, sizes)
         left = cfg.updates - self.update_step
         where = "this CPU" if self.policy.device.type == "cpu" else str(self.policy.device)
-        self.log(f"estimate: about {format_duration(est.total)} per update on {where} ({sizes.describe()}: rollout "
-                 f"{format_duration(est.rollout)}, update {format_duration(est.update)}), about "
-                 f"{format_duration(left * est.total)} for {left} update{'s' * (left != 1)}; from a "
+        self.log(f"estimate: up to about {format_duration(est.total)} per update on {where} ({sizes.describe()}: "
+                 f"rollout {format_duration(est.rollout)}, update {format_duration(est.update)}, if every trajectory "
+                 f"runs all {sizes.steps} steps), up to about {format_duration(left * est.total)} for {left} "
+                 f"update{'s' * (left != 1)}; from a "
                  f"{speed.seconds:.0f} s measurement of this model on a {speed.prompt_tokens}-token prompt, "
                  "so a rough guide, not a promise")
         if self.policy.device.type == "cpu" and est.total > SLOW_UPDATE_S:
@@ -417,9 +425,9 @@ class Trainer:
         if self.speed is not None:
             est = revised_estimate(seconds, self.speed, sizes)
             left = self.config.updates - self.update_step
-            line += (f"; revised estimate for update {self.update_step + 1}: about {format_duration(est.rollout)} of "
-                     f"rollout ({sizes.steps} steps at most) + {format_duration(est.update)} of update = "
-                     f"{format_duration(est.total)}; about {format_duration(left * est.total)} for {left} "
+            line += (f"; revised estimate for update {self.update_step + 1}: up to about {format_duration(est.rollout)} "
+                     f"of rollout ({sizes.steps} steps at most) + {format_duration(est.update)} of update = "
+                     f"{format_duration(est.total)}; up to about {format_duration(left * est.total)} for {left} "
                      f"update{'s' * (left != 1)}")
         self.log(line)
 

@@ -172,6 +172,8 @@ def write_report(out: Path) -> Path:
     if secs:
         md += ["", f"Training time per run: median {secs[len(secs) // 2]:.0f} s (min {secs[0]:.0f}, max "
                f"{secs[-1]:.0f}), evaluations excluded."]
+    if cfg.get("sweep"):
+        md += _sweep_lines(cfg, rows)
     diag = _diagnostics_lines(out, meta)
     md += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     md += diag
@@ -192,7 +194,7 @@ def _setup_lines(cfg: dict[str, Any], meta: dict[str, Any], rows: list[dict[str,
         "## Setup", "",
         f"- Envs: {', '.join(cfg['envs'])} (task source: {', '.join(sources) or 'unknown'})"
         + (f"; tasks restricted to type `{cfg['task_type']}`" if cfg.get("task_type") else ""),
-        f"- Algorithms: {', '.join(cfg['algos'])}; seeds: {', '.join(map(str, cfg['seeds']))}",
+        f"- Algorithms: {', '.join(_labels(meta))}; seeds: {', '.join(map(str, cfg['seeds']))}",
         f"- Budget: {cfg['updates']} updates per run; greedy eval on the first {cfg['eval_tasks']} tasks of "
         f"{', '.join(cfg['eval_splits'])}, {evals}",
         f"- Training settings: `{json.dumps(cfg['train'], sort_keys=True)}`",
@@ -221,8 +223,14 @@ def _pipeline_section(folder: Path) -> list[str]:
     return md
 
 
-def _runs(out: Path, cfg: dict[str, Any]) -> list[tuple[str, str, int, Path]]:
-    return [(e, a, s, run_dir(out, e, a, s)) for e in cfg["envs"] for a in cfg["algos"] for s in cfg["seeds"]]
+def _labels(meta: dict[str, Any]) -> list[str]:
+    """Return the bench's runs per seed: its algorithms, or with a sweep every algorithm × setting (``bench.json``)."""
+    return list(meta.get("labels") or meta["config"]["algos"])
+
+
+def _runs(out: Path, meta: dict[str, Any]) -> list[tuple[str, str, int, Path]]:
+    cfg = meta["config"]
+    return [(e, a, s, run_dir(out, e, a, s)) for e in cfg["envs"] for a in _labels(meta) for s in cfg["seeds"]]
 
 
 def _band(ax: Any, curves: dict[int, dict[float, float]], label: str, clip: tuple[float, float] | None = None) -> bool:
@@ -252,7 +260,7 @@ def write_plots(out: Path, meta: dict[str, Any]) -> list[Path]:
     import matplotlib.pyplot as plt
 
     cfg = meta["config"]
-    runs = _runs(out, cfg)
+    runs = _runs(out, meta)
     multi_env = len(cfg["envs"]) > 1
     paths = []
     rows = read_results(out) if (out / RESULTS_CSV).is_file() else []
@@ -260,7 +268,7 @@ def write_plots(out: Path, meta: dict[str, Any]) -> list[Path]:
     fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 3.6), squeeze=False)
     for ax, split in zip(axes[0], splits, strict=True):
         for env in cfg["envs"]:
-            for algo in cfg["algos"]:
+            for algo in _labels(meta):
                 curves: dict[int, dict[float, float]] = defaultdict(dict)
                 for r in rows:
                     if (r["env"], r["algo"], r["split"]) == (env, algo, split):
@@ -279,7 +287,7 @@ def write_plots(out: Path, meta: dict[str, Any]) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         drawn = False
         for env in cfg["envs"]:
-            for algo in cfg["algos"]:
+            for algo in _labels(meta):
                 curves = {seed: {m["update"]: m[key] for m in read_jsonl(folder / "metrics.jsonl") if key in m}
                           for e, a, seed, folder in runs if (e, a) == (env, algo)}
                 curves = {k: v for k, v in curves.items() if v}
@@ -296,7 +304,68 @@ def write_plots(out: Path, meta: dict[str, Any]) -> list[Path]:
         plt.close(fig)
         paths.append(out / name)
     paths.append(_diagnostics_plot(out, runs, plt))
+    if cfg.get("sweep") and len(splits) >= 2:
+        paths.append(_tradeoff_plot(out, meta, rows, splits[:2], plt))
     return paths
+
+
+def final_success(rows: list[dict[str, Any]], split: str) -> dict[tuple[str, str], list[float]]:
+    """Per ``(env, algo)``: the greedy success of each seed's last evaluated update on ``split``.
+
+    Example:
+        >>> rows = [{"env": "E", "algo": "a", "seed": s, "update": u, "split": "x", "success_rate": u / 10}
+        ...         for s in (0, 1) for u in (0, 5)]
+        >>> final_success(rows, "x")
+        {('E', 'a'): [0.5, 0.5]}
+    """
+    last = _last_update(rows)
+    out: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        if r["split"] == split and r.get("update", 0.0) == last[(r["env"], r["algo"], r["seed"])]:
+            out[(r["env"], r["algo"])].append(r["success_rate"])
+    return dict(out)
+
+
+def _sweep_lines(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    sweep = cfg["sweep"]
+    mode = cfg.get("sweep_mode", "grid")
+    splits = list(cfg["eval_splits"])
+    after = {sp: final_success(rows, sp) for sp in splits}
+    md = ["", "## Sweep", "",
+          f"Settings: {'every combination of' if mode == 'grid' else 'element by element of'} "
+          + "; ".join(f"`{k}` ∈ {{{', '.join(map(str, v))}}}" for k, v in sweep.items())
+          + ". An algorithm none of the keys applies to runs once, unchanged (the baseline). Greedy success after "
+          "training, mean ± 95% CI over seeds:", "",
+          "| env | setting | " + " | ".join(splits) + " |", "|---|---|" + "---|" * len(splits)]
+    for key in sorted({k for sp in splits for k in after[sp]}):
+        md.append(f"| {key[0]} | {key[1]} | "
+                  + " | ".join(fmt(after[sp][key]) if key in after[sp] else "–" for sp in splits) + " |")
+    if len(splits) >= 2:
+        md += ["", f"`sweep_tradeoff.png` plots {splits[0]} against {splits[1]} per setting (bars: 95% CIs)."]
+    return md
+
+
+def _tradeoff_plot(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]], splits: list[str], plt: Any) -> Path:
+    """One point per setting: success on ``splits[0]`` (x) against ``splits[1]`` (y), 95% CI bars on both."""
+    xs, ys = final_success(rows, splits[0]), final_success(rows, splits[1])
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for key in sorted(set(xs) & set(ys)):
+        (mx, hx), (my, hy) = mean_ci(xs[key]), mean_ci(ys[key])
+        swept = "[" in key[1]
+        ax.errorbar(mx, my, xerr=hx, yerr=hy, fmt="o" if swept else "s", capsize=3, alpha=0.8,
+                    label=key[1] + (f" {key[0]}" if len(meta["config"]["envs"]) > 1 else ""))
+    ax.set_xlabel(f"greedy success, {splits[0]}")
+    ax.set_ylabel(f"greedy success, {splits[1]}")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("sweep: in- vs out-of-distribution success after training", fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    path = out / "sweep_tradeoff.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 #: Step-entropy bins (in nats) for "success rate by entropy bin".
@@ -339,7 +408,7 @@ def entropy_bins(H: list[float], won: list[float], bins: int = ENTROPY_BINS) -> 
 
 def _diagnostics_lines(out: Path, meta: dict[str, Any]) -> list[str]:
     """Return the report's EMPG-diagnostics section: entropy by outcome, g/f of EMPG runs, success by entropy bin."""
-    d = _diagnostics(_runs(out, meta["config"]))
+    d = _diagnostics(_runs(out, meta))
     if not d:
         return []
     md = ["", "## EMPG diagnostics (training steps of every update, pooled over seeds)", "",

@@ -84,7 +84,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, log: Callable[[str], None
 
 
 def _combos(config: BenchConfig) -> list[tuple[str, str, int]]:
-    return [(e, a, s) for e in config.envs for a in config.algos for s in config.seeds]
+    return [(e, a, s) for e in config.envs for a in config.labels for s in config.seeds]
 
 
 def _run_all(config: BenchConfig, out: Path, log: Callable[[str], None], stop_after: int | None,
@@ -205,7 +205,7 @@ def train_and_evaluate(config: BenchConfig, env_id: str, algo: str, seed: int, f
         del trainer
         gc.collect()
     last = max(r["update"] for r in evals)
-    result = {"env": env_id, "algo": algo, "seed": seed, "updates": config.updates,
+    result = {"env": env_id, "algo": algo, "seed": seed, "swept": config.swept_values(algo), "updates": config.updates,
               "applied_updates": applied_updates(folder), "resumed_from": start_update, "train_seconds": train_seconds,
               "eval_seconds": time.perf_counter() - t0 - train_seconds,
               "eval": {r["split"]: r["metrics"] for r in evals if r["update"] == last},
@@ -397,6 +397,7 @@ def write_results_csv(out: Path, combos: list[tuple[str, str, int]]) -> Path:
             row.update({k: metrics.get(k, "") for k in BASE_COLUMNS if k not in row})
             row["source"] = metrics.get("source", "")
             row.update({k: v for k, v in metrics.items() if k.startswith("success_rate/")})
+            row.update(result.get("swept") or {})
             rows.append(row)
     columns = BASE_COLUMNS + sorted({k for r in rows for k in r if k not in BASE_COLUMNS})
     with open(out / RESULTS_CSV, "w", newline="", encoding="utf-8") as f:
@@ -420,6 +421,7 @@ def bench_metadata(config: BenchConfig) -> dict[str, Any]:
 
     return {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
+        "labels": list(config.labels),
         "versions": {"empg-gym": empg_gym.__version__, "python": platform.python_version(),
                      **{p: version(p) for p in ("torch", "transformers", "peft", "gymnasium", "alfworld",
                                                 "textworld", "matplotlib")}},

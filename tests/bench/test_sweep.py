@@ -1,0 +1,85 @@
+"""Sweeps: key resolution, settings, and a real two-setting sweep through the CLI (results.csv, report, plot)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from empg_gym.bench import BenchConfig
+from empg_gym.bench.report import read_results
+from empg_gym.bench.sweep import Target, parse_sweep, resolve_key, settings, variants
+from empg_gym.cli import main
+from empg_gym.errors import ConfigError
+from tests.bench.test_bench import TINY
+
+
+def test_keys_resolve_to_the_config_that_has_them():
+    assert resolve_key("lr", "empg") == Target("train", "lr")  # TrainConfig wins over the algorithm's lr
+    assert resolve_key("clip_high", "grpo") == Target("algo", "clip_high")
+    assert resolve_key("zeta", "empg-dapo") == Target("algo", "empg.zeta")
+    assert resolve_key("empg.k_next", "empg") == Target("algo", "empg.k_next")
+    assert resolve_key("gamma", "gigpo") == Target("algo", "gigpo.gamma")
+    assert resolve_key("zeta", "grpo") is None  # GRPO has no EMPG part: the key does not apply
+    assert resolve_key("env.reward_mode", "grpo") == Target("env", "reward_mode")
+    with pytest.raises(ConfigError, match="Did you mean 'zeta'"):
+        resolve_key("zetta", "empg")
+    with pytest.raises(ConfigError, match="--algos"):
+        resolve_key("seed", "empg")
+    with pytest.raises(ConfigError, match="no algorithm setting"):
+        resolve_key("empg.nope", "empg")
+
+
+def test_parse_and_expand_grid_and_zip():
+    assert parse_sweep(["k=0.5,1,2", "env.reward_mode=sparse,dense", "use_kl=true,false"]) == {
+        "k": (0.5, 1, 2), "env.reward_mode": ("sparse", "dense"), "use_kl": (True, False)}
+    for bad in (["k"], ["k="], ["k=1,,2"], ["k=1,1"], ["k=1", "k=2"]):
+        with pytest.raises(ConfigError):
+            parse_sweep(bad)
+    grid = settings({"k": (1, 2), "zeta": (0, 0.1, 0.2)})
+    assert len(grid) == 6 and grid[0] == (("k", 1), ("zeta", 0))
+    assert settings({"k": (1, 2), "zeta": (0, 0.1)}, "zip") == [(("k", 1), ("zeta", 0)), (("k", 2), ("zeta", 0.1))]
+    with pytest.raises(ConfigError, match="lengths differ"):
+        settings({"k": (1, 2), "zeta": (0,)}, "zip")
+    # A key that does not apply to an algorithm collapses its settings: GRPO runs the lr values only.
+    labels = [v.label for v in variants(("grpo", "empg"), {"lr": (1e-3, 2e-3), "zeta": (0, 0.1)})]
+    assert labels == ["grpo[lr=0.001]", "grpo[lr=0.002]", "empg[lr=0.001,zeta=0]", "empg[lr=0.001,zeta=0.1]",
+                      "empg[lr=0.002,zeta=0]", "empg[lr=0.002,zeta=0.1]"]
+
+
+def test_bench_config_builds_each_settings_train_config():
+    cfg = BenchConfig(envs=("EMPG-KeyDoor-v0",), algos=("grpo", "empg"), train={**TINY, "algo_overrides":
+                      {"use_kl": False}}, sweep={"zeta": [0, 0.1], "lr": [0.01]})
+    assert cfg.labels == ("grpo[lr=0.01]", "empg[zeta=0,lr=0.01]", "empg[zeta=0.1,lr=0.01]")
+    tc = cfg.train_config("EMPG-KeyDoor-v0", "empg[zeta=0.1,lr=0.01]", 3)
+    assert (tc.algo, tc.seed, tc.lr) == ("empg", 3, 0.01)
+    assert tc.algorithm().empg.zeta == 0.1 and tc.algorithm().use_kl is False  # merged with the bench's overrides
+    assert cfg.swept_values("empg[zeta=0.1,lr=0.01]") == {"zeta": 0.1, "lr": 0.01}
+    with pytest.raises(ConfigError, match="not a run of this bench"):
+        cfg.train_config("EMPG-KeyDoor-v0", "empg", 0)
+    with pytest.raises(ConfigError, match="must be > 0"):  # a bad value fails before anything runs
+        BenchConfig(algos=("empg",), train=TINY, sweep={"empg.eps": [0.0]})
+
+
+def test_sweep_of_two_settings_writes_two_rows_per_seed_and_split(tmp_path):
+    out = io.StringIO()
+    code = main(["bench", "--envs", "EMPG-KeyDoor-v0", "--algos", "grpo,empg", "--seeds", "0,1", "--steps", "1",
+                 "--eval-tasks", "2", "--eval-splits", "eval_in_distribution,eval_out_of_distribution",
+                 "--sweep", "zeta=0,0.1", "--out", str(tmp_path)]
+                + [f"--set={k}={json.dumps(v)}" for k, v in TINY.items()], out=out)
+    assert code == 0
+    assert out.getvalue().startswith("empg-gym bench (custom): 6 runs;")  # (grpo + 2 EMPG settings) x 2 seeds
+    rows = read_results(tmp_path)
+    after = [r for r in rows if r["update"] == 1 and r["algo"].startswith("empg")]
+    for seed in (0, 1):
+        for split in ("eval_in_distribution", "eval_out_of_distribution"):
+            mine = [r for r in after if r["seed"] == seed and r["split"] == split]
+            assert sorted(r["zeta"] for r in mine) == [0.0, 0.1]
+            assert sorted(r["algo"] for r in mine) == ["empg[zeta=0.1]", "empg[zeta=0]"]
+    assert all("zeta" not in r for r in rows if r["algo"] == "grpo")  # the baseline runs once, unswept
+    report = (tmp_path / "report.md").read_text()
+    assert "## Sweep" in report and "| EMPG-KeyDoor-v0 | empg[zeta=0.1] |" in report
+    assert (tmp_path / "sweep_tradeoff.png").stat().st_size > 1000
+    # bench.json reruns the sweep exactly
+    assert BenchConfig.from_file(tmp_path / "bench.json").labels == ("grpo", "empg[zeta=0]", "empg[zeta=0.1]")
