@@ -134,7 +134,7 @@ def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     config = base.replace(envs=_csv(args.envs), algos=_csv(args.algos), seeds=_csv(args.seeds, int),
                           updates=args.steps, eval_tasks=args.eval_tasks, train=train,
                           eval_splits=_csv(getattr(args, "eval_splits", None)),
-                          task_type=getattr(args, "task_type", None))
+                          task_type=getattr(args, "task_type", None), processes=getattr(args, "processes", None))
     if getattr(args, "sweep", None):
         from empg_gym.bench.sweep import parse_sweep
 
@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "keywords); each setting is reported as an algorithm of its own")
     p.add_argument("--sweep-mode", choices=("grid", "zip"), default="grid",
                    help="grid: every combination of the values (default); zip: the lists paired element by element")
+    p.add_argument("--processes", type=int, default=None,
+                   help="runs trained at a time, each in a fresh worker process (0: one after another in this one)")
     p.add_argument("--no-pipeline-check", action="store_true",
                    help="skip the preset's pipeline check (the quick preset's SmolLM2-on-ALFWorld section)")
     p.add_argument("--out", required=True, help="bench folder (finished runs are skipped on rerun)")

@@ -1,0 +1,135 @@
+"""Regenerate docs/empg_research.md: EMPG's open questions on the quick preset's task, on CPU (issue #16).
+
+Four benches, each an ``empg-gym bench`` command on the ``quick`` preset (EMPG-KeyRooms-v0, the tiny action-token
+policy, 50 updates, greedy eval of 50 tasks of both eval splits), without the pipeline check:
+
+1. ``ablation``: which half of EMPG matters: GRPO, EMPG with the confidence scale only (``empg-g``), with the
+   future-clarity bonus only (``empg-f``), and both (``empg``).
+2. ``uncertainty``: EMPG with Shannon entropy (the paper's) against Rényi-2 entropy as the step uncertainty.
+3. ``dense``: sparse outcome against dense potential-based rewards (per-step returns), for GRPO and EMPG.
+4. ``grid``: EMPG's ``k`` (the confidence scale's sharpness) × ``zeta`` (the bonus weight).
+
+    python scripts/empg_research.py --out runs/research              # all four, then the report (resumable)
+    python scripts/empg_research.py --out runs/research --only grid  # one of them
+    python scripts/empg_research.py --out runs/research --report-only --doc docs/empg_research.md
+
+A bench folder that is already finished is not rerun, so an interrupted run continues where it stopped. The report
+states every number as measured, from each bench's ``results.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from empg_gym.bench.report import fmt, read_results
+from empg_gym.cli import main
+
+#: name -> (question, extra ``empg-gym bench`` arguments)
+EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
+    "ablation": ("Which half of EMPG matters: the confidence scale g, the future-clarity bonus f, or both?",
+                 ["--algos", "grpo,empg-g,empg-f,empg"]),
+    "uncertainty": ("Does another step-uncertainty signal serve EMPG better than Shannon entropy?",
+                    ["--algos", "empg", "--sweep", "uncertainty=entropy,renyi2"]),
+    "dense": ("Does EMPG still help when the reward is dense?",
+              ["--algos", "grpo,empg", "--sweep", "env.reward_mode=sparse,dense", "reward_signal=outcome,return",
+               "--sweep-mode", "zip"]),
+    "grid": ("How do k and zeta trade in-distribution against out-of-distribution success?",
+             ["--algos", "empg", "--sweep", "k=0.5,1,2", "zeta=0,0.1"]),
+}
+SPLITS = ("eval_in_distribution", "eval_out_of_distribution")
+
+
+def command(name: str, out: Path, seeds: str, processes: int | None) -> list[str]:
+    """The ``empg-gym bench`` arguments of experiment ``name``."""
+    args = ["bench", "--preset", "quick", "--no-pipeline-check", "--seeds", seeds, *EXPERIMENTS[name][1],
+            "--out", str(out / name)]
+    return args + (["--processes", str(processes)] if processes is not None else [])
+
+
+def table(folder: Path) -> list[str]:
+    """Per setting: greedy success after training on each split and its change from update 0 (mean ± 95% CI)."""
+    rows = read_results(folder)
+    last: dict[tuple[str, float], float] = {}
+    for r in rows:
+        last[(r["algo"], r["seed"])] = max(last.get((r["algo"], r["seed"]), 0.0), r["update"])
+    md = ["| setting | seeds | ID after | ID Δ | OOD after | OOD Δ | updates applied (median) |",
+          "|---|---|---|---|---|---|---|"]
+    for algo in dict.fromkeys(r["algo"] for r in rows):
+        cells = [algo]
+        seeds = sorted({r["seed"] for r in rows if r["algo"] == algo})
+        cells.append(str(len(seeds)))
+        for split in SPLITS:
+            after = {r["seed"]: r["success_rate"] for r in rows if (r["algo"], r["split"]) == (algo, split)
+                     and r["update"] == last[(algo, r["seed"])]}
+            before = {r["seed"]: r["success_rate"] for r in rows if (r["algo"], r["split"]) == (algo, split)
+                      and r["update"] == 0}
+            both = sorted(set(after) & set(before))
+            cells += [fmt(list(after.values())), fmt([after[s] - before[s] for s in both])]
+        applied = sorted(r.get("applied_updates", 0) for r in rows if r["algo"] == algo and r["update"] == 0
+                         and r["split"] == SPLITS[0])
+        cells.append(f"{applied[len(applied) // 2]:.0f}/{rows[0]['updates']:.0f}" if applied else "–")
+        md.append("| " + " | ".join(cells) + " |")
+    return md
+
+
+def write_doc(out: Path, doc: Path, seeds: str, minutes: dict[str, float]) -> None:
+    """Assemble the report from the finished benches; copy their plots next to it."""
+    img = doc.parent / "img" / "empg_research"
+    img.mkdir(parents=True, exist_ok=True)
+    md = ["# EMPG research kit: ablations, uncertainty signals, dense rewards, a k/ζ grid", "",
+          "<!-- Written by `python scripts/empg_research.py`; every number comes from the benches' results.csv. -->",
+          "", "All runs: the `quick` preset's task and training (EMPG-KeyRooms-v0, the tiny action-token policy, 50 "
+          "updates of 8 tasks × 8 trajectories, greedy evaluation on the first 50 tasks of each eval split before "
+          f"and after training), seeds {seeds}. Cells are mean ± 95% CI over seeds (Student's t); Δ is each seed's "
+          "change from the untrained policy (update 0). ID = `eval_in_distribution` (1–3 doors), OOD = "
+          "`eval_out_of_distribution` (4–6 doors).", ""]
+    for name, (question, _) in EXPERIMENTS.items():
+        folder = out / name
+        if not (folder / "results.csv").is_file():
+            md += [f"## {name}", "", f"{question}", "", "Not run yet.", ""]
+            continue
+        args = command(name, Path("runs/research"), seeds, None)
+        md += [f"## {name}: {question}", "", f"```bash\nempg-gym {' '.join(args)}\n```", ""] + table(folder) + [""]
+        for plot in ("eval_success.png", "sweep_tradeoff.png", "empg_diagnostics.png"):
+            if (folder / plot).is_file():
+                shutil.copyfile(folder / plot, img / f"{name}_{plot}")
+                md.append(f"![{name} {plot[:-4]}](img/empg_research/{name}_{plot})")
+        if name in minutes:
+            md.append(f"\nWall clock of this bench here: {minutes[name]:.1f} min.")
+        md.append("")
+    doc.write_text("\n".join(md), encoding="utf-8")
+    print(f"wrote {doc}")
+
+
+def run() -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/research", help="folder of the four benches")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of every bench")
+    parser.add_argument("--only", default=None, help=f"comma-separated subset of {list(EXPERIMENTS)}")
+    parser.add_argument("--processes", type=int, default=None, help="runs at a time (default: the preset's 2)")
+    parser.add_argument("--report-only", action="store_true", help="do not train; assemble what is finished")
+    parser.add_argument("--doc", default=None, help="write the report here (default OUT/empg_research.md)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    names = args.only.split(",") if args.only else list(EXPERIMENTS)
+    unknown = sorted(set(names) - set(EXPERIMENTS))
+    if unknown:
+        parser.error(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
+    minutes = {}
+    if not args.report_only:
+        for name in names:
+            t0 = time.perf_counter()
+            print(f"== {name}: empg-gym {' '.join(command(name, out, args.seeds, args.processes))}", flush=True)
+            main(command(name, out, args.seeds, args.processes))
+            minutes[name] = (time.perf_counter() - t0) / 60
+    write_doc(out, Path(args.doc) if args.doc else out / "empg_research.md", args.seeds, minutes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())
