@@ -18,6 +18,15 @@ invalid-action handling); a family implements five small hooks.
 ``score``          the task's own score so far (ALFWorld 0/1, WebShop reward, Deep Search EM)
 ================  ======================================================================================
 
+In dense-reward mode (``reward_mode="dense"``, see :class:`TextEnv`) ``info`` on reset and on every step also has
+
+================  ======================================================================================
+``potential``      the shaping potential ``Φ`` of the state the env is now in (on the step that terminates the
+                   episode: ``Φ(s_0)``, the terminal convention); ``reward = sparse reward + Φ_new − Φ_old``
+================  ======================================================================================
+
+and nothing else changes: the sparse default has exactly the benchmark's rewards and info keys.
+
 An action is a ``str``. Invalid actions never raise: the env answers with feedback text, ``action_valid=False``,
 and leaves its state unchanged (the step still counts towards the step limit, as in the original benchmarks).
 Anything that is not a ``str`` (``bytes`` included: decode it first) and any string longer than
@@ -45,6 +54,8 @@ from empg_gym.tasks import SPLITS, Task, TaskManifest, check_split
 MAX_OBSERVATION_CHARS = 1 << 17
 #: Actions longer than this are refused as invalid without being parsed.
 MAX_ACTION_CHARS = 1 << 20
+#: Reward modes every empg-gym env accepts: the benchmark's own (sparse) reward, or it plus potential-based shaping.
+REWARD_MODES = ("sparse", "dense")
 #: Characters :meth:`TextSpace.sample` draws from: printable ASCII plus some non-ASCII letters and symbols.
 SAMPLE_CHARSET = "".join(chr(c) for c in range(32, 127)) + "àéîõüßçñøåæœ€£¥©°±µ¶«»—–‘’“”•…αβγδλπΣΩЖжшЯ中文字日本語한국어🙂"
 
@@ -179,9 +190,26 @@ class TextEnv(gym.Env[str, str], abc.ABC):
     that a non-string or over-long action gets the same kind of feedback as its own invalid actions. Randomness
     comes only from ``self.np_random`` (seeded by ``reset(seed=...)``).
 
+    Dense rewards: with ``reward_mode="dense"`` every step's reward is potential-based shaping (Ng, Harada & Russell
+    1999, "Policy invariance under reward transformations") on top of the task's own reward, with ``γ = 1``::
+
+        r_t = r_t^sparse + Φ(s_{t+1}) − Φ(s_t),   Φ(terminal) := Φ(s_0)
+
+    where ``Φ`` is the family's :meth:`_potential` (progress towards the goal, in ``[0, 1)`` on every state that
+    does not end the episode). The shaping terms telescope: an episode's dense rewards sum to its sparse reward plus
+    ``Φ(s_T) − Φ(s_0)``, and because a terminal state's potential is the start state's, an episode that *ends*
+    (won, bought, answered) sums to exactly its sparse reward; a truncated one keeps ``Φ(s_T) − Φ(s_0)``, the
+    progress it made. Every built-in ``Φ`` is below 1 before the end (and 0 at the start, unless an ALFWorld game
+    starts with part of its goal done), so the winning step's dense reward ``1 − Φ(s_{T-1})`` is positive. An invalid action changes no state, so its shaping term is 0.
+    ``reward_mode`` is a constructor argument (``gym.make(id, reward_mode="dense")``), not a reset option: the
+    reward's definition belongs to the env, like its split, so envs built alike (a vector env, a training group)
+    always report rewards on one scale.
+
     Args:
         split: The split that ``reset`` draws tasks from unless ``options["task_id"]`` pins one.
         render_mode: ``"ansi"`` (``render()`` returns the last observation) or ``"human"`` (writes it to stdout).
+        reward_mode: ``"sparse"`` (default: the task's own reward, as the real benchmark gives it) or ``"dense"``
+            (plus the shaping above; the family must implement :meth:`_potential`).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 4}
@@ -190,8 +218,14 @@ class TextEnv(gym.Env[str, str], abc.ABC):
     #: Options ``reset`` understands.
     reset_options: ClassVar[tuple[str, ...]] = ("task_id", "split")
 
-    def __init__(self, *, split: str = "train", render_mode: str | None = None) -> None:
+    def __init__(self, *, split: str = "train", render_mode: str | None = None, reward_mode: str = "sparse") -> None:
         self.split = check_split(split)
+        self.reward_mode = check_reward_mode(reward_mode)
+        if self.reward_mode == "dense" and type(self)._potential is TextEnv._potential:
+            raise ConfigError(
+                f"{type(self).__name__} defines no potential, so reward_mode='dense' has nothing to shape with; "
+                "implement _potential() (docs/custom_env.md) or use reward_mode='sparse'."
+            )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(
                 f"Unknown render_mode {render_mode!r}; choose one of {self.metadata['render_modes']} or None."
@@ -204,6 +238,7 @@ class TextEnv(gym.Env[str, str], abc.ABC):
         self._task_split: str = self.split
         self._last_obs: str = ""
         self._done = False
+        self._phi_start = self._phi = 0.0
 
     # ----------------------------------------------------------------------------------------- family hooks
     @abc.abstractmethod
@@ -234,6 +269,15 @@ class TextEnv(gym.Env[str, str], abc.ABC):
         The state must stay unchanged.
         """
         return StepResult(f"Invalid action: {reason}.", valid=False)
+
+    def _potential(self) -> float:
+        """Return the shaping potential ``Φ`` of the current state (only called with ``reward_mode="dense"``).
+
+        A deterministic function of the state (and task), ideally 0 at the start and in ``[0, 1)`` on every state
+        that does not end the episode; :class:`TextEnv` handles the terminal convention and invalid actions. A family
+        without one cannot be built with ``reward_mode="dense"``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no potential.")
 
     def _score(self) -> float:
         """Return the task's score so far (default: 1.0 if won else 0.0)."""
@@ -306,7 +350,11 @@ class TextEnv(gym.Env[str, str], abc.ABC):
         self._done = False
         obs = self._clip(self._start_task(task))
         self._last_obs = obs
-        return obs, self._info(valid=True)
+        info = self._info(valid=True)
+        if self.reward_mode == "dense":
+            self._phi_start = self._phi = float(self._potential())
+            info["potential"] = self._phi
+        return obs, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """Apply one text action; an action the env cannot use gives feedback and ``info["action_valid"]=False``.
@@ -329,9 +377,13 @@ class TextEnv(gym.Env[str, str], abc.ABC):
         self._done = bool(result.terminated)
         info = self._info(valid=result.valid)
         info.update(result.extra_info)
+        reward = float(result.reward)
+        if self.reward_mode == "dense":
+            reward += self._shaping(result)
+            info["potential"] = self._phi
         if self.render_mode == "human":
             self.render()
-        return obs, float(result.reward), bool(result.terminated), False, info
+        return obs, reward, bool(result.terminated), False, info
 
     def render(self) -> str | None:
         """Return (``ansi``) or print (``human``) the last observation."""
@@ -344,6 +396,21 @@ class TextEnv(gym.Env[str, str], abc.ABC):
         return None
 
     # ------------------------------------------------------------------------------------------- internals
+    def _shaping(self, result: StepResult) -> float:
+        """Return ``Φ(s_{t+1}) − Φ(s_t)`` for the step just taken and remember ``Φ(s_{t+1})``.
+
+        A terminating step's new potential is ``Φ(s_0)`` (so an ended episode's rewards sum to its sparse reward);
+        an invalid action leaves the state, hence the potential, unchanged.
+        """
+        if result.terminated:
+            phi = self._phi_start
+        elif result.valid:
+            phi = float(self._potential())
+        else:
+            phi = self._phi
+        delta, self._phi = phi - self._phi, phi
+        return delta
+
     @staticmethod
     def _clip(obs: str) -> str:
         return obs if len(obs) <= MAX_OBSERVATION_CHARS else obs[: MAX_OBSERVATION_CHARS - 3] + "..."
@@ -371,6 +438,22 @@ def _not_a_string(action: object) -> str:
     return f"expected a string, got {kind}"
 
 
+def check_reward_mode(reward_mode: object) -> str:
+    """Return ``reward_mode`` if it is one of :data:`REWARD_MODES`, else raise a :class:`ConfigError` saying which.
+
+    Example:
+        >>> check_reward_mode("dense")
+        'dense'
+    """
+    if not isinstance(reward_mode, str) or reward_mode not in REWARD_MODES:
+        hint = did_you_mean(reward_mode, REWARD_MODES) if isinstance(reward_mode, str) else ""
+        raise ConfigError(
+            f"Unknown reward_mode {reward_mode!r}; choose 'sparse' (the benchmark's own reward, the default) or "
+            f"'dense' (plus potential-based shaping, docs/dense_rewards.md).{hint}"
+        )
+    return reward_mode
+
+
 def split_sizes(env: gym.Env[Any, Any]) -> dict[str, int]:
     """Return ``{split: number of tasks}`` for an empg-gym env (wrapped or not)."""
     unwrapped = env.unwrapped
@@ -382,10 +465,12 @@ def split_sizes(env: gym.Env[Any, Any]) -> dict[str, int]:
 __all__: Sequence[str] = [
     "MAX_ACTION_CHARS",
     "MAX_OBSERVATION_CHARS",
+    "REWARD_MODES",
     "SPLITS",
     "EpisodeOverError",
     "StepResult",
     "TextEnv",
     "TextSpace",
+    "check_reward_mode",
     "split_sizes",
 ]

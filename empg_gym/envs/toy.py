@@ -15,17 +15,19 @@ a tab between the words are not actions); anything else answers ``Nothing happen
 reset, ``Your task is to: open the door.``
 
 ## Rewards
-1.0 when the door opens (terminated), else 0.0.
+1.0 when the door opens (terminated), else 0.0. With ``reward_mode="dense"``, plus the potential-based shaping of
+:class:`~empg_gym.core.TextEnv` with ``Φ(s) = max(0, 1 − d(s) / d(s_0))``, ``d`` the length of the oracle's plan
+from ``s`` (:func:`plan_progress`): each step of the oracle's episode earns ``1 / d(s_0)`` and they sum to 1.
 
 ## Episode end
 Terminated when the door opens; truncated at the registered step limit (10).
 
 ## Info
-The standard keys (:mod:`empg_gym.core`).
+The standard keys (:mod:`empg_gym.core`); ``potential`` with ``reward_mode="dense"``.
 
 ## Arguments
 ``split``: ``train`` (9 layouts) and ``eval_in_distribution`` (4) have 2 to 3 rooms (disjoint start/key layouts),
-``eval_out_of_distribution`` (16) has 4 rooms.
+``eval_out_of_distribution`` (16) has 4 rooms. ``reward_mode``: ``"sparse"`` (default) or ``"dense"``.
 
 ## Version history
 - v0: initial version; the observation says what the agent carries (``You carry nothing.``/``You carry the
@@ -43,6 +45,20 @@ from typing import Any, ClassVar
 
 from empg_gym.core import StepResult, TextEnv
 from empg_gym.tasks import SPLITS, Task, TaskManifest
+
+
+def plan_progress(remaining: int, initial: int) -> float:
+    """Return the toy tasks' potential, the share of the start state's plan done: ``max(0, 1 - remaining / initial)``.
+
+    ``remaining`` is the length of the oracle's plan from the current state, ``initial`` from the start state (a
+    plan is at least one action before the episode ends, so the potential stays below 1 until then). Walking away
+    from the goal lowers it, down to 0.
+
+    Example:
+        >>> plan_progress(4, 4), plan_progress(1, 4), plan_progress(6, 4)
+        (0.0, 0.75, 0.0)
+    """
+    return max(0.0, 1.0 - remaining / initial)
 
 
 def _layouts(n_rooms: int) -> list[Task]:
@@ -92,6 +108,7 @@ class KeyDoorEnv(TextEnv):
         self._key_at: int | None = task.data["key"]
         self._has_key = False
         self._open = False
+        self._initial_plan = len(self.oracle_actions())
         return f"{self._describe()}\n\nYour task is to: {task.goal}"
 
     def _describe(self) -> str:
@@ -138,6 +155,10 @@ class KeyDoorEnv(TextEnv):
 
     def _won(self) -> bool:
         return self._open
+
+    def _potential(self) -> float:
+        """``Φ = 1 − d(s) / d(s_0)`` (floored at 0), ``d`` the length of the oracle's plan (:func:`plan_progress`)."""
+        return plan_progress(len(self.oracle_actions()), self._initial_plan)
 
     def oracle_actions(self) -> list[str]:
         """Return the shortest winning action sequence from the current state."""
@@ -291,19 +312,25 @@ class KeyDoorRoomsEnv(TextEnv):
     action, so the ``Next:`` line always ends the observation.
 
     ## Rewards
-    1.0 when the exit door opens (terminated), else 0.0.
+    1.0 when the exit door opens (terminated), else 0.0. With ``reward_mode="dense"``, plus the potential-based
+    shaping of :class:`~empg_gym.core.TextEnv` with ``Φ(s) = max(0, 1 − d(s) / d(s_0))``: ``d`` is the length of the
+    oracle's plan from ``s`` (fetch the next door's key, walk to the door, open it, step through; ... up to the exit),
+    so ``Φ`` rises with each right key taken, each door opened and each room walked towards the next target, and
+    falls when the agent walks away from its next target (:func:`plan_progress`). Each step of the oracle's episode
+    earns ``1 / d(s_0)`` (``1 / task.data["optimal_steps"]``) and an episode that opens the exit sums to 1.
 
     ## Episode end
     Terminated when the exit door opens; truncated once the layout's step budget is spent (2 × its optimal length
     + 4, in ``task.data["step_budget"]``) or at the registered limit (80).
 
     ## Info
-    The standard keys (:mod:`empg_gym.core`); ``task_type`` is ``doors_<number of doors>``.
+    The standard keys (:mod:`empg_gym.core`); ``task_type`` is ``doors_<number of doors>``; ``potential`` with
+    ``reward_mode="dense"``.
 
     ## Arguments
     ``split``: ``train`` (400 layouts) and ``eval_in_distribution`` (100) have 1 to 3 doors, 1 to 3 rooms per
     segment and up to 2 distractor keys; ``eval_out_of_distribution`` (100) has 4 or 5 doors, 2 to 4 rooms per
-    segment and 1 to 3 distractor keys.
+    segment and 1 to 3 distractor keys. ``reward_mode``: ``"sparse"`` (default) or ``"dense"`` (see Rewards).
 
     ## Version history
     - v0: initial version (EMPG-KeyDoor-v0 is the single-key corridor).
@@ -419,6 +446,10 @@ class KeyDoorRoomsEnv(TextEnv):
 
     def _won(self) -> bool:
         return self._rooms in getattr(self, "_opened", ())
+
+    def _potential(self) -> float:
+        """``Φ = 1 − d(s) / d(s_0)`` (floored at 0), ``d`` the length of the oracle's plan (:func:`plan_progress`)."""
+        return plan_progress(len(self.oracle_actions()), self._layout["optimal_steps"])
 
     def oracle_actions(self) -> list[str]:
         """Return the shortest winning action sequence from the current state (it follows ``Next:``)."""

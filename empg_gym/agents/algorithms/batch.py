@@ -29,7 +29,8 @@ class StepBatch:
         is_last: ``[N]`` bool, whether this is the trajectory's final step.
         ref_logp: ``[N, T]`` log-probs under the reference policy (needed when the config uses KL), or ``None``.
         token_entropy: ``[N, T]`` entropy of the sampling distribution at each response token (needed by EMPG).
-        step_reward: ``[N]`` float, the env reward received at this step (needed by GiGPO's discounted returns).
+        step_reward: ``[N]`` float, the env reward received at this step (needed by GiGPO's discounted returns and by
+            ``reward_signal="return"``, whose return-to-go replaces ``reward`` before the estimator).
         obs_key: ``[N]`` int64, :func:`observation_key` of the observation the step acted on (needed by GiGPO).
         format_penalty: ``[N]`` float ``>= 0``, the invalid-format penalty of the step (0 when well-formed), or
             ``None``. It is subtracted from the step's *advantage*, after the estimator and the modifiers, the same way

@@ -9,6 +9,7 @@ naming the rule, the value and the fix.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from empg_gym.agents.algorithms.losses import KL_KINDS, LOSS_AGGS, KLKind, LossAgg
 from empg_gym.agents.algorithms.registry import ESTIMATORS, MODIFIERS
@@ -95,6 +96,13 @@ class AlgorithmConfig:
         norm_by_std: divide the group-centred reward by the group std (GRPO) or not (Dr.GRPO).
         traj_level_stats: compute group mean/std over trajectories, each counted once (the default: one outcome
             per trajectory, issue #6); ``False`` runs them over all step samples, as verl-agent does.
+        reward_signal: what the estimator reads as each step's reward. ``"outcome"`` (default): the trajectory's
+            outcome ``R`` on every step (DESIGN §7). ``"return"``: the step's return-to-go
+            ``G_t = sum_{j >= t} return_gamma^(j - t) r_j`` of the env's step rewards ``StepBatch.step_reward`` (use
+            with an env's ``reward_mode="dense"``; docs/dense_rewards.md). DAPO's filter and overlong shaping then
+            act on ``G_t``.
+        return_gamma: discount of ``G_t`` when ``reward_signal="return"`` (1: the undiscounted return-to-go, which
+            keeps potential-based shaping's telescoping sum).
         adv_eps: added to the group std.
         clip_low, clip_high: PPO clip range ``[1 - clip_low, 1 + clip_high]``; DAPO's clip-higher raises ``clip_high``.
         clip_c: dual-clip constant (> 1), or ``None``.
@@ -126,6 +134,8 @@ class AlgorithmConfig:
     estimator: str = "grpo"
     norm_by_std: bool = True
     traj_level_stats: bool = True
+    reward_signal: Literal["outcome", "return"] = "outcome"
+    return_gamma: float = 1.0
     adv_eps: float = 1e-6
     clip_low: float = 0.2
     clip_high: float = 0.2
@@ -149,6 +159,16 @@ class AlgorithmConfig:
     def __post_init__(self) -> None:
         self._check_names()
         self._check_loss()
+        _require(
+            self.reward_signal in ("outcome", "return"),
+            f"reward_signal must be 'outcome' (the trajectory's outcome on every step) or 'return' (each step's "
+            f"return-to-go of the env's step rewards), got {self.reward_signal!r}."
+            f"{did_you_mean(str(self.reward_signal), ('outcome', 'return'))}",
+        )
+        _require(
+            0 <= self.return_gamma <= 1,
+            f"return_gamma must be in [0, 1] (1 keeps dense rewards' telescoping sum), got {self.return_gamma}.",
+        )
         _require(self.adv_eps > 0, f"adv_eps must be > 0 (GRPO uses 1e-6), got {self.adv_eps}.")
         _require(self.lr > 0, f"lr must be > 0 (verl-agent uses 1e-6), got {self.lr}.")
         _require(self.group_size >= 2, f"group_size must be >= 2 for a group baseline (paper: 8), got {self.group_size}.")

@@ -94,23 +94,44 @@ def empg_modifier(advantages: Tensor, batch: StepBatch, config: AlgorithmConfig)
     return A_mod - A_mod.mean(), metrics
 
 
-def shape_rewards(config: AlgorithmConfig, batch: StepBatch) -> tuple[StepBatch, dict[str, float]]:
-    """Apply the config's reward shaping (DAPO's overlong penalty) to ``batch.reward``; identity when off."""
-    if config.overlong is None:
+def step_returns(config: AlgorithmConfig, batch: StepBatch) -> tuple[StepBatch, dict[str, float]]:
+    """With ``reward_signal="return"``, replace ``batch.reward`` by each step's return-to-go; identity otherwise.
+
+    ``G_t = sum_{j >= t} gamma^(j - t) r_j`` over ``batch.step_reward`` (the env's reward of each step, scaled like
+    the outcome) within each trajectory, ``gamma = config.return_gamma`` (see :func:`discounted_returns`). Every
+    estimator then reads ``G_t`` where it read the outcome: GRPO's group statistics run over the group's steps
+    (each trajectory weighing ``1/G`` with ``traj_level_stats``), GiGPO's episode term too.
+    """
+    if config.reward_signal == "outcome":
         return batch, {}
+    r = _need(batch, "step_reward", "reward_signal='return'", "the env reward received at each step")
+    G = discounted_returns(r, batch.traj_id, batch.step_index, config.return_gamma).to(batch.reward.dtype)
+    return batch.with_reward(G), {"adv/return_mean": float(G.mean())}
+
+
+def shape_rewards(config: AlgorithmConfig, batch: StepBatch) -> tuple[StepBatch, dict[str, float]]:
+    """Return the batch with the reward the estimator sees, and metrics; identity with the defaults.
+
+    The reward is the outcome, or each step's return-to-go (:func:`step_returns`), plus DAPO's overlong penalty when
+    the config has it.
+    """
+    batch, metrics = step_returns(config, batch)
+    if config.overlong is None:
+        return batch, metrics
     o = config.overlong
     pen = overlong_penalty(batch.response_length, o.max_len, o.buffer_len, o.factor).to(batch.reward.dtype)
-    metrics = {"dapo/overlong_penalty_mean": float(pen.mean()), "dapo/overlong_frac": float((pen < 0).float().mean())}
+    metrics.update({"dapo/overlong_penalty_mean": float(pen.mean()),
+                    "dapo/overlong_frac": float((pen < 0).float().mean())})
     return batch.with_reward(batch.reward + pen), metrics
 
 
 def informative_groups(config: AlgorithmConfig, batch: StepBatch) -> Tensor:
     """DAPO's dynamic-sampling filter on the reward the estimator sees: ``[N]`` bool, which samples to keep.
 
-    True on the samples of groups whose shaped rewards (outcome plus the config's reward shaping, see
-    :func:`shape_rewards`) are not all equal. A dropped group is one whose estimator advantages are all zero. The
-    invalid-format penalty is not part of that reward (it is applied after the estimator, the same for every
-    algorithm), so it neither keeps nor drops a group.
+    True on the samples of groups whose shaped rewards (outcome, or return-to-go with ``reward_signal="return"``,
+    plus the config's reward shaping, see :func:`shape_rewards`) are not all equal. A dropped group is one whose
+    estimator advantages are all zero. The invalid-format penalty is not part of that reward (it is applied after
+    the estimator, the same for every algorithm), so it neither keeps nor drops a group.
 
     Example:
         >>> from empg_gym.agents.algorithms import get_algorithm

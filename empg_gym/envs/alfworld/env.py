@@ -20,13 +20,18 @@ quickly around you, you see a cabinet 6, ..., and a toaster 1.\\n\\nYour task is
 feedback, e.g. ``You arrive at drawer 7. The drawer 7 is closed.``
 
 ## Rewards
-1.0 on the step that completes the task, else 0.0.
+1.0 on the step that completes the task, else 0.0. With ``reward_mode="dense"``, plus the potential-based shaping
+of :class:`~empg_gym.core.TextEnv` with ``Φ`` = the share of the goal's stages the engine's current PDDL facts
+satisfy (:mod:`empg_gym.envs.alfworld.potential`): the target object held, heated / cooled / cleaned as the task
+type needs, in a receptacle of the goal's type; for ``look_at_obj_in_light`` the object held and the lamp toggled.
+A won episode's dense rewards sum to 1.
 
 ## Episode end
 Terminated when the task is won; truncated after 50 steps (the registered ``max_episode_steps``).
 
 ## Info
-The standard keys (:mod:`empg_gym.core`); ``source`` is ``real`` or ``procedural``; ``task_id`` of a real game is
+The standard keys (:mod:`empg_gym.core`), and ``potential`` with ``reward_mode="dense"``; ``source`` is ``real`` or
+``procedural``; ``task_id`` of a real game is
 its folder relative to ``json_2.1.1`` (``valid_seen/pick_and_place_simple-Pencil-None-Dresser-330/trial_...``).
 
 ## Arguments
@@ -37,6 +42,7 @@ its folder relative to ``json_2.1.1`` (``valid_seen/pick_and_place_simple-Pencil
 - ``data_path``: the folder that holds ``json_2.1.1`` (or ``json_2.1.1`` itself).
 - ``compiled_cache``: memoise fast-downward's translation of each game in memory (the last 32 games, ~4 MB at
   most) and on disk (default ``True``; resets several times faster, identical games).
+- ``reward_mode``: ``"sparse"`` (default, ALFWorld's own reward) or ``"dense"`` (see Rewards).
 
 ## Oracle
 ``env.unwrapped.oracle_actions()`` returns actions that win from the current state: the game's walkthrough while
@@ -66,6 +72,7 @@ from typing import Any, Literal
 from empg_gym.core import StepResult, TextEnv
 from empg_gym.envs.alfworld import oracle
 from empg_gym.envs.alfworld.engine import AlfworldEngine, default_translation_cache
+from empg_gym.envs.alfworld.potential import goal_progress
 from empg_gym.envs.alfworld.real_data import find_data_root, load_real_manifest
 from empg_gym.errors import ConfigError
 from empg_gym.tasks import Task, TaskManifest
@@ -88,8 +95,9 @@ class AlfWorldEnv(TextEnv):
         data_path: str | os.PathLike[str] | None = None,
         compiled_cache: bool = True,
         render_mode: str | None = None,
+        reward_mode: str = "sparse",
     ) -> None:
-        super().__init__(split=split, render_mode=render_mode)
+        super().__init__(split=split, render_mode=render_mode, reward_mode=reward_mode)
         if source not in ("auto", "real", "procedural"):
             raise ConfigError(f"Unknown source {source!r}; choose 'auto', 'real' or 'procedural'.")
         root = find_data_root(data_path) if source != "procedural" else None
@@ -107,6 +115,7 @@ class AlfWorldEnv(TextEnv):
         self._history: list[str] = []
         self._admissible: list[str] = []
         self._won_flag = False
+        self._goal: oracle.Goal | None = None
 
     # ----------------------------------------------------------------------------------------------- hooks
     def _load_manifest(self) -> TaskManifest:
@@ -130,6 +139,7 @@ class AlfWorldEnv(TextEnv):
             self._engine.load(path)
         state = self._engine.reset()
         self._history = []
+        self._goal = None
         self._sync(state)
         return state["feedback"]
 
@@ -152,6 +162,18 @@ class AlfWorldEnv(TextEnv):
 
     def _won(self) -> bool:
         return self._won_flag
+
+    def _potential(self) -> float:
+        """Share of the goal's stages the engine's current facts satisfy (:func:`~.potential.goal_progress`)."""
+        if self._goal is None:
+            try:
+                self._goal = oracle.parse_goal(self._engine.pddl_problem)
+            except oracle.NoPlanError as e:
+                task = self._task.task_id if self._task is not None else "?"
+                raise ConfigError(
+                    f"reward_mode='dense' cannot measure progress on task {task!r}: {e} Use reward_mode='sparse'."
+                ) from None
+        return goal_progress(oracle.World.from_facts(self._engine.facts(), {}), self._goal)
 
     def oracle_actions(self) -> list[str]:
         """Return actions that win from the current state (``[]`` once won).

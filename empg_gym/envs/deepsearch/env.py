@@ -28,15 +28,21 @@ expected a string, got <type>...`` instead). After the answer: ``Answer received
 ## Rewards
 At the answer: exact match (1.0 or 0.0) after Search-R1's normalisation (lowercase, no punctuation, no articles,
 single spaces) against any golden answer; with ``reward="f1"``, the token F1 instead. 0.0 on every other step.
+With ``reward_mode="dense"``, plus the potential-based shaping of :class:`~empg_gym.core.TextEnv` with
+``Φ = ½ × [a search result shown so far holds a golden answer]`` (the normalised answer's words, whole, in the
+normalised ``<information>`` text the agent saw: :func:`~empg_gym.envs.deepsearch.protocol.holds_answer`): the
+search that first brings the answer into view earns ½, the answer step its EM (or F1) minus ½, and an answered
+episode sums to its EM (or F1).
 
 ## Episode end
 Terminated by an answer. Truncated by the registered step limit (5: four searches and the answer); invalid
 turns count as steps.
 
 ## Info
-The standard keys (:mod:`empg_gym.core`); ``score`` is the EM of the answer (0.0 before it) and ``won`` is
-EM = 1. Also ``searches_used`` on every step; ``query`` and ``retrieved_ids`` after a search; ``answer``, ``em``
-and ``f1`` after the answer; ``invalid_reason`` after an invalid turn.
+The standard keys (:mod:`empg_gym.core`), and ``potential`` with ``reward_mode="dense"``; ``score`` is the EM
+of the answer (0.0 before it) and ``won`` is EM = 1. Also ``searches_used`` on every step; ``query`` and
+``retrieved_ids`` after a search; ``answer``, ``em`` and ``f1`` after the answer; ``invalid_reason`` after an
+invalid turn.
 
 ## Arguments
 - ``split``: ``train`` / ``eval_in_distribution`` (1-2 hops), ``eval_out_of_distribution`` (3 hops and unseen
@@ -46,6 +52,7 @@ and ``f1`` after the answer; ``invalid_reason`` after an invalid turn.
 - ``search_url`` / ``search_api``: use a retrieval server instead of local BM25.
 - ``qa_files`` (``{split: path or [paths]}``) and ``corpus_file``: real FlashRAG QA and a wiki-18 corpus.
 - ``config``: a :class:`DeepSearchConfig` instead of the keyword arguments above.
+- ``reward_mode``: ``"sparse"`` (default, the answer's EM/F1 only) or ``"dense"`` (see Rewards).
 
 ## Version history
 - v0: initial version (generated world manifest v1).
@@ -61,6 +68,7 @@ from typing import Any, Literal
 from empg_gym.core import StepResult, TextEnv
 from empg_gym.envs.deepsearch.protocol import (
     INVALID_ACTION_FEEDBACK,
+    holds_answer,
     information_block,
     parse_action,
     score_answer,
@@ -74,6 +82,10 @@ from empg_gym.envs.deepsearch.retrievers import (
 )
 from empg_gym.errors import ConfigError, did_you_mean
 from empg_gym.tasks import Task, TaskManifest
+
+#: Potential of a state where a retrieved passage holds the answer. Below 1, so that answering pays more than
+#: having found the answer (a truncated episode keeps its last potential).
+FOUND_WEIGHT = 0.5
 
 INSTRUCTIONS = (
     "Answer the question below. Reason inside <think> and </think> whenever you get new information. To look "
@@ -145,9 +157,10 @@ class DeepSearchEnv(TextEnv):
         qa_files: Mapping[str, Any] | None = None,
         corpus_file: str | os.PathLike[str] | None = None,
         retriever: Retriever | None = None,
+        reward_mode: str = "sparse",
         **overrides: Any,
     ) -> None:
-        super().__init__(split=split, render_mode=render_mode)
+        super().__init__(split=split, render_mode=render_mode, reward_mode=reward_mode)
         known = [f.name for f in fields(DeepSearchConfig)]
         unknown = sorted(set(overrides) - set(known))
         if unknown:
@@ -165,6 +178,7 @@ class DeepSearchEnv(TextEnv):
         self._queries: list[str] = []
         self._answer: str | None = None
         self._em = 0.0
+        self._found = False
         self._by_id: dict[str, str] | None = None
 
     # ---------------------------------------------------------------------------------------- task set
@@ -209,7 +223,7 @@ class DeepSearchEnv(TextEnv):
 
     # ---------------------------------------------------------------------------------------- episode
     def _start_task(self, task: Task) -> str:
-        self._queries, self._answer, self._em = [], None, 0.0
+        self._queries, self._answer, self._em, self._found = [], None, 0.0, False
         question = f"Question: {task.goal}"
         if not self.config.show_instructions:
             return question
@@ -244,6 +258,9 @@ class DeepSearchEnv(TextEnv):
         hits = self.retriever.search(query, self.config.topk)
         self._queries.append(query)
         obs = information_block([h.contents for h in hits], self.config.max_observation_chars)
+        if self.reward_mode == "dense" and not self._found:
+            assert self._task is not None
+            self._found = holds_answer(obs, self._task.data["golden_answers"])  # as shown: the cap may cut a passage
         info = {"query": query, "retrieved_ids": [h.doc_id for h in hits], "searches_used": len(self._queries)}
         return StepResult(obs, extra_info=info)
 
@@ -261,6 +278,10 @@ class DeepSearchEnv(TextEnv):
 
     def _won(self) -> bool:
         return self._em == 1.0
+
+    def _potential(self) -> float:
+        """``Φ = FOUND_WEIGHT`` once a search result the agent saw holds a golden answer, else 0."""
+        return FOUND_WEIGHT if self._found else 0.0
 
     def _score(self) -> float:
         return self._em

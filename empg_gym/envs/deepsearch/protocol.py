@@ -197,6 +197,24 @@ def token_f1(prediction: str, golden_answers: str | Sequence[str]) -> float:
     return max((_f1_one(prediction, g) for g in _as_list(golden_answers)), default=0.0)
 
 
+def holds_answer(passage: str, golden_answers: str | Sequence[str]) -> bool:
+    r"""Return whether a passage contains a golden answer: its normalised words, whole, inside the normalised passage.
+
+    Both sides go through :func:`normalize_answer` (the EM/F1 normaliser); matching whole words keeps ``5`` from
+    matching inside ``1955``. An answer that normalises to nothing matches no passage.
+
+    Example:
+        >>> holds_answer('"Tarnholm"\nTarnholm is the capital of the Amber-Lattice.', ["the amber lattice", "x"])
+        False
+        >>> holds_answer('"Tarnholm"\nTarnholm is the capital of the Amber-Lattice.', ["Amber-Lattice"])
+        True
+        >>> holds_answer("Founded in 1955.", "5")
+        False
+    """
+    text = f" {normalize_answer(passage)} "
+    return any(gold and f" {gold} " in text for gold in (normalize_answer(g) for g in _as_list(golden_answers)))
+
+
 def score_answer(prediction: str, golden_answers: str | Sequence[str]) -> Mapping[str, Any]:
     """Return ``{"em": ..., "f1": ...}`` for one answer.
 

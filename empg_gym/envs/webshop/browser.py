@@ -16,7 +16,8 @@ searches it (:func:`~empg_gym.envs.webshop.engine.browser_text`: a valid Unicode
 string gives the text env's result or its invalid-action feedback, never an exception.
 
 ## Arguments
-As ``EMPG-WebShop-v0``, plus:
+As ``EMPG-WebShop-v0`` (``reward_mode="dense"`` too: the potential reads the server's session, which holds the page
+the browser shows), plus:
 
 - ``chromium``: Chromium binary (default ``$EMPG_CHROMIUM`` or ``/usr/bin/chromium``).
 - ``chromedriver``: chromedriver binary (default ``$EMPG_CHROMEDRIVER`` or ``/usr/bin/chromedriver``).
@@ -134,8 +135,9 @@ class WebShopBrowserEnv(WebShopTextEnv):
         chromium: str | None = None,
         chromedriver: str | None = None,
         page_timeout: float = 15.0,
+        reward_mode: str = "sparse",
     ) -> None:
-        super().__init__(split=split, catalog=catalog, render_mode=render_mode)
+        super().__init__(split=split, catalog=catalog, render_mode=render_mode, reward_mode=reward_mode)
         self.chromium = chromium or os.environ.get("EMPG_CHROMIUM", "/usr/bin/chromium")
         self.chromedriver = chromedriver or os.environ.get("EMPG_CHROMEDRIVER", "/usr/bin/chromedriver")
         self.page_timeout = float(page_timeout)
@@ -234,6 +236,7 @@ class WebShopBrowserEnv(WebShopTextEnv):
     def _start_task(self, task: Task) -> str:
         self._ensure_started()
         self._reward = None
+        self._viewed = {}
         url = f"{self._server.url}/start/{self._sid}?task_id={quote(task.task_id, safe='')}"
         page = self._navigate(lambda: self._driver.get(url))
         self._session = self._server.app.session(self._sid)  # the server's session: read only by the oracle

@@ -264,15 +264,24 @@ class ShopSession:
 
     def _buy(self) -> Outcome:
         product = self.store.by_asin[self.asin]
+        self.reward, self.reward_info = self.purchase_reward()
+        self.reward_info = dict(self.reward_info, asin=product.asin, options=dict(self.options), price=product.price)
+        self.page = "done"
+        return Outcome(True, reward=self.reward, done=True)
+
+    def purchase_reward(self) -> tuple[float, dict[str, Any]]:
+        """Return WebShop's reward, and its components, for buying the open product now with the chosen options.
+
+        What ``buy now`` would score (the dense-reward potential reads it on every item page). Needs an open
+        product (``asin`` set).
+        """
+        product = self.store.by_asin[self.asin]
         purchased = {
             "query": product.query, "product_category": product.product_category, "name": product.Title,
             "Title": product.Title, "Attributes": product.Attributes, "BulletPoints": product.BulletPoints,
             "Description": product.Description,
         }  # fmt: skip
-        self.reward, self.reward_info = get_reward(purchased, self.goal, product.price, self.options)
-        self.reward_info = dict(self.reward_info, asin=product.asin, options=dict(self.options), price=product.price)
-        self.page = "done"
-        return Outcome(True, reward=self.reward, done=True)
+        return get_reward(purchased, self.goal, product.price, self.options)
 
     # -------------------------------------------------------------------------------------------- pages
     def view(self) -> PageView:

@@ -23,13 +23,18 @@ After buying: ``Thank you for shopping with us! [SEP] Your score (min 0.0, max 1
 
 ## Rewards
 0 until ``click[buy now]``; then WebShop's score in [0, 1] (:mod:`empg_gym.envs.webshop.reward`): matched
-attributes, options and price over their number, times the type reward.
+attributes, options and price over their number, times the type reward. With ``reward_mode="dense"``, plus the
+potential-based shaping of :class:`~empg_gym.core.TextEnv` with ``Φ = ½ × the score buying the product in view
+would get`` (its attributes, the options chosen so far and its price against the goal, times the type reward) on an
+item page or its sub-pages, 0 on the search and results pages (:meth:`WebShopTextEnv._potential`). The buy step's
+reward stays WebShop's, and a purchase's dense rewards sum to it.
 
 ## Episode end
 Terminated on ``buy now``; truncated at the registered step limit (15).
 
 ## Info
-The standard keys (:mod:`empg_gym.core`); ``won`` iff the reward is exactly 1; ``score`` is the reward; after a
+The standard keys (:mod:`empg_gym.core`), and ``potential`` with ``reward_mode="dense"``; ``won`` iff the reward
+is exactly 1; ``score`` is the reward; after a
 purchase ``reward_info`` holds the components (``r_type``, ``r_att``, ``r_option``, ``r_price``,
 ``query_match``, ``category_match``, ``title_score``, the asin, options and price).
 
@@ -39,6 +44,7 @@ purchase ``reward_info`` holds the components (``r_type``, ``r_att``, ``r_option
   generated catalog by default; ``{"n_products": 10000}`` for a larger generated one; ``{"source": "real",
   "items_path": ..., "attrs_path": ..., "human_ins_path": ...}`` for WebShop's files.
 - ``render_mode``: ``"ansi"`` or ``"human"``.
+- ``reward_mode``: ``"sparse"`` (default, WebShop's own reward) or ``"dense"`` (see Rewards).
 
 ## Version history
 - v0: initial version (generated catalog v1: 1,200 products, 1,728 / 192 / 480 goals).
@@ -54,6 +60,10 @@ from empg_gym.envs.webshop.engine import ShopSession, admissible, invalid_observ
 from empg_gym.envs.webshop.search import CatalogConfig, Store, get_store
 from empg_gym.errors import ConfigError
 from empg_gym.tasks import Task, TaskManifest
+
+#: Weight of the viewed product's score in WebShop's potential. Below 1, so that buying a product pays more than
+#: looking at it until the step limit (a truncated episode keeps its last potential).
+VIEW_WEIGHT = 0.5
 
 
 def catalog_config(catalog: CatalogConfig | Mapping[str, Any] | None) -> CatalogConfig:
@@ -81,10 +91,12 @@ class WebShopTextEnv(TextEnv):
         split: str = "train",
         catalog: CatalogConfig | Mapping[str, Any] | None = None,
         render_mode: str | None = None,
+        reward_mode: str = "sparse",
     ) -> None:
-        super().__init__(split=split, render_mode=render_mode)
+        super().__init__(split=split, render_mode=render_mode, reward_mode=reward_mode)
         self.catalog = catalog_config(catalog)
         self._session: ShopSession | None = None
+        self._viewed: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
     @property
     def store(self) -> Store:
@@ -94,10 +106,25 @@ class WebShopTextEnv(TextEnv):
     def _load_manifest(self) -> TaskManifest:
         return self.store.manifest
 
+    def _potential(self) -> float:
+        """``Φ = VIEW_WEIGHT × WebShop's reward for buying the product in view now``; 0 with no product in view.
+
+        A product is in view on its item page and its sub-pages (description, features, reviews); the options count
+        as chosen so far. Scores are memoised per episode by (product, options).
+        """
+        s = self._session
+        if s is None or s.page not in ("item", "sub") or s.asin is None:
+            return 0.0
+        key = (s.asin, tuple(sorted(s.options.items())))
+        if key not in self._viewed:
+            self._viewed[key] = VIEW_WEIGHT * s.purchase_reward()[0]
+        return self._viewed[key]
+
     def _new_session(self, task: Task) -> ShopSession:
         return ShopSession(self.store, task.goal, dict(task.data))
 
     def _start_task(self, task: Task) -> str:
+        self._viewed = {}
         self._session = self._new_session(task)
         return self._session.view().text()
 
