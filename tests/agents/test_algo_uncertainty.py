@@ -322,6 +322,11 @@ def test_overrides_from_python_toml_and_the_bench(tmp_path):
     grpo, empg_run = (bench.train_config("EMPG-KeyDoor-v0", a, 0) for a in ("grpo", "empg"))
     assert grpo.algorithm().empg is None and not grpo.algorithm().use_kl
     assert empg_run.algorithm().empg.uncertainty == "renyi2" and not empg_run.algorithm().use_kl
+    sweep = BenchConfig(algos=("grpo", "empg"), sweep={"uncertainty": ["entropy", "renyi2"]},
+                        train={"model": "tiny-actions"})
+    swept = {label: sweep.train_config("EMPG-KeyDoor-v0", label, 0).algorithm().empg for label in sweep.labels}
+    assert {label: e and e.uncertainty for label, e in swept.items()} == {
+        "grpo": None, "empg[uncertainty=entropy]": "entropy", "empg[uncertainty=renyi2]": "renyi2"}
 
 
 def test_module_doctests():
