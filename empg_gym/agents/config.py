@@ -10,6 +10,8 @@ Example:
     0.28
     >>> TrainConfig(algo="empg", algo_overrides={"empg.zeta": 0.1}).algorithm().empg.zeta
     0.1
+    >>> TrainConfig(algo="empg", algo_overrides={"empg": {"uncertainty": "renyi2"}}).algorithm().empg.uncertainty
+    'renyi2'
     >>> cfg = TrainConfig.from_dict({**train_preset("cpu"), "max_new_tokens": 24})
     >>> cfg.tasks_per_update, cfg.group_size, cfg.max_new_tokens
     (1, 4, 24)
@@ -39,7 +41,8 @@ class TrainConfig:
         env_kwargs: Keyword arguments for ``gym.make`` (e.g. ``{"data_path": ...}``).
         split: Split the training tasks are drawn from.
         algo: Algorithm preset: ``grpo``, ``dapo``, ``empg``, ``empg-dapo``, ``gigpo`` or a registered one.
-        algo_overrides: Dotted overrides of the preset, e.g. ``{"clip_high": 0.3, "empg.zeta": 0.1}``.
+        algo_overrides: Dotted overrides of the preset, e.g. ``{"clip_high": 0.3, "empg.zeta": 0.1}``; a nested
+            block may also be a mapping (``{"empg": {"uncertainty": "renyi2"}}``, a TOML ``[algo_overrides.empg]``).
         model: ``smollm2-135m`` (embedded), ``tiny-actions`` (a tiny random Llama whose tokens are the env's
             actions; CPU learning checks), ``tiny`` (tiny random Llama, byte tokenizer), a local folder or a hub id.
         dtype: Weight dtype (``float32`` on CPU). With ``bfloat16``/``float16`` the trainable weights are kept in float32
@@ -234,6 +237,13 @@ def _replace_dotted(obj: Any, path: list[str], value: Any, dotted: str) -> Any:
         raise ConfigError(f"algo_overrides key {dotted!r}: {type(obj).__name__} has no field {name!r}."
                           + did_you_mean(name, names))
     if len(path) == 1:
+        current = getattr(obj, name)
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(current):  # {"empg": {"zeta": 0.1}}, a TOML table
+            for key, inner_value in value.items():
+                current = _replace_dotted(current, str(key).split("."), inner_value, f"{dotted}.{key}")
+            return dataclasses.replace(obj, **{name: current})
+        if isinstance(value, Mapping) and current is None:
+            raise ConfigError(f"algo_overrides key {dotted!r}: {name} is not enabled in this preset.")
         return dataclasses.replace(obj, **{name: value})
     inner = getattr(obj, name)
     if inner is None:

@@ -65,6 +65,9 @@ class GenerationConfig:
         stop: Strings that end a response once generated (the stop string is kept in the response).
         stop_at_eos: End a response at the tokenizer's EOS token (kept in the response, as verl trains on it).
         max_batch_size: Generate at most this many prompts at once (``None`` = all): bounds KV-cache memory.
+        uncertainty: Also report this registered token-level uncertainty signal of every response token
+            (:attr:`Generation.uncertainty`; e.g. ``renyi2``, ``one_minus_p``), computed from the same
+            distribution as the entropies, without another forward pass. ``None``: entropies only.
     """
 
     max_new_tokens: int = 256
@@ -74,6 +77,7 @@ class GenerationConfig:
     stop: tuple[str, ...] = ("</action>", "</search>", "</answer>")
     stop_at_eos: bool = True
     max_batch_size: int | None = None
+    uncertainty: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -91,6 +95,10 @@ class GenerationConfig:
             raise ConfigError(
                 f"stop={self.stop!r} must be a tuple of non-empty strings, e.g. ('</action>',)."
             )
+        if self.uncertainty is not None:
+            from empg_gym.agents.algorithms.uncertainty import token_signal
+
+            token_signal(self.uncertainty)  # an unknown or model-based signal fails here
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,8 @@ class Generation:
         entropies: ``(T,)`` float32 entropies of ``softmax(z/T)`` at each response position.
         text: The decoded response (special tokens removed), after the policy's ``response_prefix``.
         finish_reason: ``"stop"`` (a stop string), ``"eos"`` or ``"length"`` (``max_new_tokens`` reached).
+        uncertainty: ``(T,)`` float32 values of the token signal :attr:`GenerationConfig.uncertainty` names, or
+            ``None`` when none was asked for.
     """
 
     prompt_ids: torch.Tensor
@@ -141,6 +151,7 @@ class Generation:
     entropies: torch.Tensor
     text: str
     finish_reason: FinishReason
+    uncertainty: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -297,6 +308,8 @@ class LLMPolicy:
         tokens: list[list[int]] = [[] for _ in range(n)]
         log_probs: list[list[float]] = [[] for _ in range(n)]
         entropies: list[list[float]] = [[] for _ in range(n)]
+        signal = _token_signal(config.uncertainty)
+        uncertainty: list[list[float]] = [[] for _ in range(n)]
         finish: list[FinishReason] = ["length"] * n
         was_training = self.model.training
         self.model.eval()
@@ -315,12 +328,14 @@ class LLMPolicy:
                     token = _sample(scaled, config, generator)
                     logp = logp_all.gather(-1, token[:, None]).squeeze(-1)
                     entropy = -(logp_all.exp() * logp_all).sum(-1)
-                    for i, y, lp, h in zip(
-                        rows.tolist(), token.tolist(), logp.tolist(), entropy.tolist(), strict=True
+                    u = signal(logp_all, token).tolist() if signal is not None else [0.0] * len(rows)
+                    for i, y, lp, h, ui in zip(
+                        rows.tolist(), token.tolist(), logp.tolist(), entropy.tolist(), u, strict=True
                     ):
                         tokens[i].append(y)
                         log_probs[i].append(lp)
                         entropies[i].append(h)
+                        uncertainty[i].append(ui)
                     keep = self._still_running(rows.tolist(), tokens, finish, config)
                     if not keep or t == config.max_new_tokens - 1:
                         break
@@ -342,7 +357,8 @@ class LLMPolicy:
         finally:
             self.model.train(was_training)
         return [
-            self._generation(p, tokens[i], log_probs[i], entropies[i], finish[i])
+            self._generation(p, tokens[i], log_probs[i], entropies[i], finish[i],
+                             uncertainty[i] if signal is not None else None)
             for i, p in enumerate(prompt_ids)
         ]
 
@@ -386,6 +402,7 @@ class LLMPolicy:
         log_probs: list[float],
         entropies: list[float],
         reason: FinishReason,
+        uncertainty: list[float] | None = None,
     ) -> Generation:
         torch = _torch()
         return Generation(
@@ -395,6 +412,7 @@ class LLMPolicy:
             entropies=torch.tensor(entropies, dtype=torch.float32),
             text=self.response_prefix + self.tokenizer.decode(tokens, skip_special_tokens=True),
             finish_reason=reason,
+            uncertainty=None if uncertainty is None else torch.tensor(uncertainty, dtype=torch.float32),
         )
 
     # ----------------------------------------------------------------------------------------------- scoring
@@ -564,6 +582,15 @@ def _torch() -> Any:
     from empg_gym.agents.models import _torch as load
 
     return load()
+
+
+def _token_signal(name: str | None) -> Any:
+    """Return the registered token signal ``name`` (``fn(logp[..., V], token[...]) -> [...]``), or ``None``."""
+    if name is None:
+        return None
+    from empg_gym.agents.algorithms.uncertainty import token_signal
+
+    return token_signal(name)
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:

@@ -100,6 +100,8 @@ class StepSample:
         format_valid: Whether the response followed the answer format.
         action_valid: Whether the env understood the action.
         env_reward: The env's own reward for this step (before any penalty).
+        uncertainty: ``(T,)`` the token-level uncertainty signal the generation was asked for
+            (:attr:`~empg_gym.agents.policy.GenerationConfig.uncertainty`), or ``None``.
     """
 
     prompt_ids: torch.Tensor
@@ -119,10 +121,11 @@ class StepSample:
     format_valid: bool
     action_valid: bool
     env_reward: float
+    uncertainty: torch.Tensor | None = None
 
     @property
     def step_entropy(self) -> float:
-        """EMPG's step entropy ``H_t``: the mean token entropy over the response."""
+        """EMPG's step entropy ``H_t``: the mean Shannon token entropy over the response (whatever the signal)."""
         return float(self.entropies.mean()) if self.entropies.numel() else 0.0
 
 
@@ -446,6 +449,7 @@ def _sample(step: dict[str, Any], R: float, k: int, g: int, t: int, is_last: boo
         format_valid=bool(info.get("format_valid", False)),
         action_valid=bool(info.get("action_valid", False)),
         env_reward=step["env_reward"],
+        uncertainty=getattr(gen, "uncertainty", None),
     )
 
 

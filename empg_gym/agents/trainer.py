@@ -123,7 +123,8 @@ def make_envs(config: TrainConfig, n: int) -> Any:
 def resolve_algorithm(config: TrainConfig) -> Any:
     """Return the algorithm config, with DAPO's overlong window fitted to the response budget unless overridden."""
     algo = config.algorithm()
-    if algo.overlong is not None and not any(k.startswith("overlong.") for k in config.algo_overrides):
+    overridden = any(k == "overlong" or k.startswith("overlong.") for k in config.algo_overrides)
+    if algo.overlong is not None and not overridden:
         budget = config.max_new_tokens
         buffer = min(algo.overlong.buffer_len, max(1, budget // 4))
         algo = dataclasses.replace(algo, overlong=dataclasses.replace(algo.overlong, max_len=budget, buffer_len=buffer))
@@ -155,11 +156,15 @@ def to_step_batch(samples: Sequence[Any], reward_scale: float) -> tuple[Any, lis
     mask = torch.zeros((n, T), dtype=torch.bool)
     old_logp = torch.zeros((n, T))
     entropy = torch.zeros((n, T))
+    has_signal = all(getattr(s, "uncertainty", None) is not None for s in samples)  # a token signal EMPG asked for
+    uncertainty = torch.zeros((n, T)) if has_signal else None
     for i, s in enumerate(samples):
         t = s.response_ids.numel()
         mask[i, :t] = True
         old_logp[i, :t] = s.old_log_probs
         entropy[i, :t] = s.entropies
+        if uncertainty is not None:
+            uncertainty[i, :t] = s.uncertainty
 
     def col(name: str, dtype: Any) -> Any:
         return torch.tensor([getattr(s, name) for s in samples], dtype=dtype)
@@ -176,6 +181,7 @@ def to_step_batch(samples: Sequence[Any], reward_scale: float) -> tuple[Any, lis
         step_reward=reward_scale * col("env_reward", torch.float32),
         obs_key=observation_keys([s.observation for s in samples]),
         format_penalty=col("format_penalty", torch.float32),
+        token_uncertainty=uncertainty,
     )
     return batch, [s.prompt_ids for s in samples], [s.response_ids for s in samples]
 
@@ -315,6 +321,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.policy.trainable_parameters(), lr=config.effective_lr, weight_decay=config.weight_decay
         )
+        from empg_gym.agents.algorithms import build_uncertainty
+
+        # EMPG's model-based uncertainty signal (mc_dropout, lora_ensemble); a no-op for token signals and without EMPG
+        self.uncertainty = build_uncertainty(self.algo, self.policy, lr=config.effective_lr, seed=config.seed)
         self.update_step = 0
         self.rollout_batches = 0  # rollout batches drawn so far (DAPO may draw several per update)
         self.env_steps = 0  # env steps played so far (training rollouts only)
@@ -478,6 +488,9 @@ class Trainer:
             ref = self.policy.reference_scores(prompts, responses, temperature=self.config.temperature,
                                                chunk_size=self.config.micro_batch_size)
             batch = dataclasses.replace(batch, ref_logp=_pad_to(ref.log_probs, batch.response_mask.shape[1]))
+        t_unc = time.perf_counter()
+        batch = self._measure_uncertainty(batch, prompts, responses)
+        metrics["time/uncertainty"] = time.perf_counter() - t_unc
         advantages, adv_metrics = compute_advantages(self.algo, batch)
         actor_metrics = self._update(batch, advantages, prompts, responses)
         self._attempt = 0  # the next update's first rollout batch gets that update's first seed
@@ -494,6 +507,16 @@ class Trainer:
         })
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
         return metrics
+
+    def _measure_uncertainty(self, batch: Any, prompts: list[Any], responses: list[Any]) -> Any:
+        """Fill ``token_uncertainty`` with EMPG's model-based signal (extra passes); token ones came with the rollout."""
+        u = self.uncertainty.measure(prompts, responses, temperature=self.config.temperature,
+                                     chunk_size=self.config.micro_batch_size,
+                                     seed=self.config.seed * 1_000_003 + self.update_step)
+        if u is None:
+            return batch
+        u = _pad_to(u.detach().float().cpu(), batch.response_mask.shape[1])
+        return dataclasses.replace(batch, token_uncertainty=u)
 
     def _collect(self) -> tuple[list[Any], dict[str, float]]:
         """Play ``B × G`` trajectories; with ``filter_groups``, keep only groups whose rewards differ, resampling.
@@ -546,10 +569,11 @@ class Trainer:
         return [s for s in samples if s.group_id in kept_groups]
 
     def _generation(self, *, greedy: bool = False) -> Any:
+        from empg_gym.agents.algorithms import generation_signal
         from empg_gym.agents.policy import GenerationConfig
 
         return GenerationConfig(max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature,
-                                do_sample=not greedy)
+                                do_sample=not greedy, uncertainty=None if greedy else generation_signal(self.algo))
 
     def _update(self, batch: Any, advantages: Any, prompts: list[Any], responses: list[Any]) -> dict[str, float]:
         """PPO epochs over shuffled mini-batches (:func:`mini_batches`), accumulating gradients over micro-batches.
@@ -577,17 +601,20 @@ class Trainer:
                 for m0 in range(0, len(mini), cfg.micro_batch_size):
                     idx = mini[m0 : m0 + cfg.micro_batch_size]
                     sub = batch.select(idx)
-                    scores = self.policy.score([prompts[i] for i in idx], [responses[i] for i in idx],
-                                               temperature=cfg.temperature, with_entropy=True)
+                    with self.uncertainty.capture():  # lora_ensemble reads the policy's features here
+                        scores = self.policy.score([prompts[i] for i in idx], [responses[i] for i in idx],
+                                                   temperature=cfg.temperature, with_entropy=True)
                     logp = _pad_to(scores.log_probs, T)
                     loss, m = actor_loss(self.algo, logp, sub, advantages[idx], norm)
                     loss.backward()
+                    m.update(self.uncertainty.train_on(idx, sub, advantages[idx], norm))
                     with torch.no_grad():
                         m["actor/entropy"] = float(masked_mean(_pad_to(scores.entropies, T), sub.response_mask))
                     micro.append(m)
                     tokens.append(float(sub.response_mask.sum()))
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
+                self.uncertainty.step()
                 parts.append({**_merge_micro(micro, tokens), "actor/grad_norm": float(grad_norm)})
         model.eval()
         return _mean_metrics(parts)
@@ -620,6 +647,8 @@ class Trainer:
         state = {"update": self.update_step, "rollout_batches": self.rollout_batches, "env_steps": self.env_steps,
                  "attempt": self._attempt, "skipped_rounds": self._skipped, "config": self.config.to_dict()}
         (tmp / "state.json").write_text(json.dumps(state, default=str))
+        if unc_state := self.uncertainty.state_dict():
+            torch.save(unc_state, tmp / "uncertainty.pt")
         old = self.out_dir / f".{CHECKPOINT}.old-{os.getpid()}"
         if final.exists():
             os.replace(final, old)
@@ -634,6 +663,8 @@ class Trainer:
         state = json.loads((path / "state.json").read_text())
         load_weights(self.policy, path)
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+        if (path / "uncertainty.pt").is_file():
+            self.uncertainty.load_state_dict(torch.load(path / "uncertainty.pt", weights_only=False))
         rng = torch.load(path / "rng.pt", weights_only=False)
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])

@@ -109,13 +109,25 @@ class BenchConfig:
         return next((v.columns() for v in self._variants() if v.label == label), {})
 
     def train_config(self, env_id: str, algo: str, seed: int) -> Any:
-        """Return the :class:`~empg_gym.agents.config.TrainConfig` of the run ``algo`` (an entry of :attr:`labels`)."""
+        """Return the :class:`~empg_gym.agents.config.TrainConfig` of the run ``algo`` (an entry of :attr:`labels`).
+
+        An ``algo_overrides`` key of an optional block (``empg.uncertainty``, ``overlong.factor``...) in ``train``
+        applies to the runs whose preset enables that block and is left out of the others:
+        ``{"empg.uncertainty": "renyi2"}`` compares GRPO with EMPG-on-Rényi-2 in one bench.
+        """
+        from empg_gym.agents.algorithms import get_algorithm
         from empg_gym.agents.config import TrainConfig
 
         variant = next((v for v in self._variants() if v.label == algo), None)
         if variant is None:
             raise ConfigError(f"{algo!r} is not a run of this bench; its runs are {list(self.labels)}.")
         fields_ = dict(self.train)
+        if "algo_overrides" in fields_:
+            preset = get_algorithm(variant.algo)
+            fields_["algo_overrides"] = {
+                k: v for k, v in dict(fields_["algo_overrides"]).items()
+                if not (_block(k) in {"empg", "overlong"} and getattr(preset, _block(k)) is None)
+            }
         for key, value in variant.train_overrides().items():
             fields_[key] = {**dict(fields_.get(key) or {}), **value} if isinstance(value, dict) else value
         return TrainConfig(**{**fields_, "env_id": env_id, "algo": variant.algo, "seed": seed,
@@ -166,6 +178,11 @@ class BenchConfig:
     def replace(self, **changes: Any) -> BenchConfig:
         """Return a copy with ``changes`` (``None`` values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _block(key: str) -> str:
+    """Return the first segment of a dotted ``algo_overrides`` key (``"empg.zeta"`` -> ``"empg"``)."""
+    return str(key).split(".", 1)[0]
 
 
 #: The pipeline check of the quick preset: the embedded SmolLM2 (LoRA) through the real stack on ALFWorld's easiest

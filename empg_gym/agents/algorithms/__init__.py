@@ -6,6 +6,8 @@ The trainer needs two calls and never branches on an algorithm's name::
     advantages, metrics = compute_advantages(cfg, batch)   # batch: StepBatch, one row per env step
     loss, loss_metrics = actor_loss(cfg, logp, batch, advantages)   # or a micro-batch's share: norm=loss_norm(mask)
 
+EMPG's step uncertainty (Shannon entropy by default) is a registered signal too: see :mod:`.uncertainty`.
+
 Importing this package imports torch (``import empg_gym`` and ``import empg_gym.agents`` do not).
 """
 
@@ -48,6 +50,20 @@ from empg_gym.agents.algorithms.registry import (
     register_estimator,
     register_modifier,
 )
+from empg_gym.agents.algorithms.uncertainty import (
+    UNCERTAINTIES,
+    UNCERTAINTY_KINDS,
+    LogitEnsemble,
+    LoraEnsemble,
+    MCDropout,
+    UncertaintyHooks,
+    build_uncertainty,
+    generation_signal,
+    get_uncertainty,
+    logp_variance,
+    register_uncertainty,
+    token_signal,
+)
 
 __all__ = [
     "ALGORITHMS", "ESTIMATORS", "KL_KINDS", "LOSS_AGGS", "MODIFIERS", "SUMMED_METRICS", "AlgorithmConfig", "EMPGConfig",
@@ -56,5 +72,7 @@ __all__ = [
     "get_modifier", "gigpo_advantages", "grpo_advantages", "informative_groups", "kl_penalty", "list_algorithms",
     "loss_norm", "masked_mean", "observation_key", "observation_keys", "overlong_penalty", "policy_loss",
     "register_algorithm", "register_estimator", "register_modifier", "shape_rewards", "step_entropy",
-    "token_entropy",
+    "token_entropy", "UNCERTAINTIES", "UNCERTAINTY_KINDS", "LogitEnsemble", "LoraEnsemble", "MCDropout",
+    "UncertaintyHooks", "build_uncertainty", "generation_signal", "get_uncertainty", "logp_variance",
+    "register_uncertainty", "token_signal",
 ]

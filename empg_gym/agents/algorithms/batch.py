@@ -11,7 +11,7 @@ from torch import Tensor
 from empg_gym.errors import ConfigError
 
 _PER_SAMPLE = ("reward", "group_id", "traj_id", "step_index", "is_last", "step_reward", "obs_key", "format_penalty")
-_PER_TOKEN = ("response_mask", "old_logp", "ref_logp", "token_entropy")
+_PER_TOKEN = ("response_mask", "old_logp", "ref_logp", "token_entropy", "token_uncertainty")
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,16 @@ class StepBatch:
         step_index: ``[N]`` int64, 0-based position of the step in its trajectory.
         is_last: ``[N]`` bool, whether this is the trajectory's final step.
         ref_logp: ``[N, T]`` log-probs under the reference policy (needed when the config uses KL), or ``None``.
-        token_entropy: ``[N, T]`` entropy of the sampling distribution at each response token (needed by EMPG).
+        token_entropy: ``[N, T]`` Shannon entropy of the sampling distribution at each response token (needed by
+            EMPG with its default ``uncertainty="entropy"``).
         step_reward: ``[N]`` float, the env reward received at this step (needed by GiGPO's discounted returns and by
             ``reward_signal="return"``, whose return-to-go replaces ``reward`` before the estimator).
         obs_key: ``[N]`` int64, :func:`observation_key` of the observation the step acted on (needed by GiGPO).
         format_penalty: ``[N]`` float ``>= 0``, the invalid-format penalty of the step (0 when well-formed), or
             ``None``. It is subtracted from the step's *advantage*, after the estimator and the modifiers, the same way
             for every algorithm (see ``compute_advantages``).
+        token_uncertainty: ``[N, T]`` the per-token signal ``EMPGConfig.uncertainty`` names when it is not
+            ``entropy`` (``renyi2``, ``one_minus_p``, ``mc_dropout``...; 0 on padding), or ``None``.
     """
 
     response_mask: Tensor
@@ -49,6 +52,7 @@ class StepBatch:
     step_reward: Tensor | None = None
     obs_key: Tensor | None = None
     format_penalty: Tensor | None = None
+    token_uncertainty: Tensor | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.response_mask, Tensor) or self.response_mask.dim() != 2:

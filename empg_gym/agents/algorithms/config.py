@@ -13,6 +13,7 @@ from typing import Literal
 
 from empg_gym.agents.algorithms.losses import KL_KINDS, LOSS_AGGS, KLKind, LossAgg
 from empg_gym.agents.algorithms.registry import ESTIMATORS, MODIFIERS
+from empg_gym.agents.algorithms.uncertainty import UNCERTAINTIES, UNCERTAINTY_KINDS
 from empg_gym.errors import ConfigError, did_you_mean
 
 
@@ -30,18 +31,50 @@ class EMPGConfig:
         k_next: sharpness of the future-clarity bonus ``f = exp(-k_next H_norm_{t+1})``.
         zeta: weight of the bonus in ``A_mod = g A + zeta f``.
         eps: added to ``max H - min H`` in the batch min-max normalisation.
+        uncertainty: the per-token signal whose step mean is ``H`` (a name registered with
+            ``register_uncertainty``): ``entropy`` (Shannon, the paper's), ``renyi2`` (``-log sum p^2``),
+            ``one_minus_p`` (``1 - p(y_t)``), ``mc_dropout`` (variance of ``log p(y_t)`` over ``K`` dropout passes) or
+            ``lora_ensemble`` (its variance over ``K`` trained low-rank output heads). See docs/algorithms.md.
+        uncertainty_samples: ``K``, the dropout passes or ensemble members of the model-based signals (>= 2).
+        mc_dropout_p: dropout probability of ``mc_dropout``'s passes.
+        ensemble_rank: rank ``r`` of each ``lora_ensemble`` member's output-layer adapter.
+        ensemble_lr: AdamW learning rate of the ``lora_ensemble`` members (``None``: the policy's).
     """
 
     k: float = 1.0
     k_next: float = 1.0
     zeta: float = 0.05
     eps: float = 1e-8
+    uncertainty: str = "entropy"
+    uncertainty_samples: int = 4
+    mc_dropout_p: float = 0.1
+    ensemble_rank: int = 4
+    ensemble_lr: float | None = None
 
     def __post_init__(self) -> None:
         _require(self.k >= 0, f"EMPGConfig.k must be >= 0 (0 turns the scaling off), got {self.k}.")
         _require(self.k_next >= 0, f"EMPGConfig.k_next must be >= 0, got {self.k_next}.")
         _require(self.zeta >= 0, f"EMPGConfig.zeta must be >= 0 (0 drops the bonus; paper 0.05), got {self.zeta}.")
         _require(self.eps > 0, f"EMPGConfig.eps must be > 0 (it guards max - min = 0), got {self.eps}.")
+        _require(
+            isinstance(self.uncertainty, str) and self.uncertainty in UNCERTAINTIES,
+            f"EMPGConfig.uncertainty must be a registered signal, got {self.uncertainty!r}; registered: "
+            f"{sorted(UNCERTAINTIES)}.{did_you_mean(str(self.uncertainty), UNCERTAINTIES)} "
+            "Register yours with @register_uncertainty(name).",
+        )
+        model_based = UNCERTAINTY_KINDS[self.uncertainty] == "model"
+        _require(
+            isinstance(self.uncertainty_samples, int) and self.uncertainty_samples >= (2 if model_based else 1),
+            f"EMPGConfig.uncertainty_samples must be an int >= 2 for {self.uncertainty!r} (a variance over K passes "
+            f"or members; K = 1 gives 0 everywhere), got {self.uncertainty_samples!r}; the default is 4."
+            if model_based else f"EMPGConfig.uncertainty_samples must be an int >= 1, got {self.uncertainty_samples!r}.",
+        )
+        _require(0 <= self.mc_dropout_p < 1,
+                 f"EMPGConfig.mc_dropout_p must be in [0, 1) (default 0.1), got {self.mc_dropout_p}.")
+        _require(isinstance(self.ensemble_rank, int) and self.ensemble_rank >= 1,
+                 f"EMPGConfig.ensemble_rank must be an int >= 1 (default 4), got {self.ensemble_rank!r}.")
+        _require(self.ensemble_lr is None or self.ensemble_lr > 0,
+                 f"EMPGConfig.ensemble_lr must be > 0 or None (the policy's learning rate), got {self.ensemble_lr}.")
 
 
 @dataclass(frozen=True)

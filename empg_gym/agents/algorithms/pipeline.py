@@ -2,7 +2,8 @@
 
 With ``filter_groups`` (DAPO's dynamic sampling) it also calls :func:`informative_groups`.
 
-Built-in registrations: estimators ``grpo`` and ``gigpo``, modifier ``empg``.
+Built-in registrations: estimators ``grpo`` and ``gigpo``, modifier ``empg`` (its uncertainty signals are registered
+in :mod:`empg_gym.agents.algorithms.uncertainty`).
 """
 
 from __future__ import annotations
@@ -72,12 +73,21 @@ def gigpo_estimator(batch: StepBatch, config: AlgorithmConfig) -> tuple[Tensor, 
 
 @register_modifier("empg")
 def empg_modifier(advantages: Tensor, batch: StepBatch, config: AlgorithmConfig) -> tuple[Tensor, dict[str, float]]:
-    """EMPG over the base advantage (see :func:`empg_advantages`); needs ``batch.token_entropy``."""
+    """EMPG over the base advantage (see :func:`empg_advantages`).
+
+    ``H_t`` is the step mean of the per-token signal ``config.empg.uncertainty`` names: ``batch.token_entropy`` for
+    the default ``entropy`` (the paper's), else ``batch.token_uncertainty``. The ``empg/H_*`` metrics describe that
+    signal.
+    """
     cfg = config.empg
     if cfg is None:
         raise ConfigError("The empg modifier needs config.empg; set empg=EMPGConfig() (k=k'=1, zeta=0.05).")
-    ent = _need(batch, "token_entropy", "EMPG", "per-token entropy of the sampling distribution")
-    H = step_entropy(ent, batch.response_mask)
+    if cfg.uncertainty == "entropy":
+        u = _need(batch, "token_entropy", "EMPG", "per-token entropy of the sampling distribution")
+    else:
+        u = _need(batch, "token_uncertainty", f"EMPG with uncertainty={cfg.uncertainty!r}",
+                  "that signal at every response token; the trainer fills it")
+    H = step_entropy(u, batch.response_mask)
     H_norm, g, f = empg_terms(H, batch.traj_id, batch.step_index, cfg.k, cfg.k_next, cfg.eps)
     A_mod = g * advantages + cfg.zeta * f
     has_bonus = f > 0
