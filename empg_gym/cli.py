@@ -120,8 +120,16 @@ def _train_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
-    from empg_gym.bench import BenchConfig, get_preset, run_bench
+def bench_config(args: argparse.Namespace) -> Any:
+    """Return the :class:`~empg_gym.bench.BenchConfig` that ``empg-gym bench`` arguments describe.
+
+    Example:
+        >>> cfg = bench_config(build_parser().parse_args(["bench", "--preset", "quick", "--algos", "empg",
+        ...                                                "--sweep", "zeta=0,0.1", "--out", "x"]))
+        >>> cfg.labels
+        ('empg[zeta=0]', 'empg[zeta=0.1]')
+    """
+    from empg_gym.bench import BenchConfig, get_preset
     from empg_gym.errors import ConfigError
 
     if args.preset and getattr(args, "config", None):
@@ -141,6 +149,17 @@ def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         config = config.replace(sweep=parse_sweep(args.sweep), sweep_mode=args.sweep_mode)
     if getattr(args, "no_pipeline_check", False):
         config = dataclasses.replace(config, pipeline_check=None)
+    if config.budget_note and config != base:  # the preset's budget was measured for the preset's own runs
+        n_base = len(base.envs) * len(base.labels) * len(base.seeds)
+        config = dataclasses.replace(config, budget_note=f"not estimated for this variant; the preset's own {n_base} "
+                                     f"runs: {base.budget_note}")
+    return config
+
+
+def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
+    from empg_gym.bench import run_bench
+
+    config = bench_config(args)
     out.write(f"empg-gym bench ({args.preset or 'custom'}): {len(config.envs) * len(config.labels) * len(config.seeds)}"
               f" runs; budget: {config.budget_note or 'not estimated'}; needs {config.hardware}.\n")
 

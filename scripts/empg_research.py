@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from empg_gym.bench.report import fmt, read_results
@@ -76,7 +75,7 @@ def table(folder: Path) -> list[str]:
     return md
 
 
-def write_doc(out: Path, doc: Path, seeds: str, minutes: dict[str, float]) -> None:
+def write_doc(out: Path, doc: Path, seeds: str) -> None:
     """Assemble the report from the finished benches; copy their plots next to it."""
     img = doc.parent / "img" / "empg_research"
     img.mkdir(parents=True, exist_ok=True)
@@ -98,8 +97,6 @@ def write_doc(out: Path, doc: Path, seeds: str, minutes: dict[str, float]) -> No
             if (folder / plot).is_file():
                 shutil.copyfile(folder / plot, img / f"{name}_{plot}")
                 md.append(f"![{name} {plot[:-4]}](img/empg_research/{name}_{plot})")
-        if name in minutes:
-            md.append(f"\nWall clock of this bench here: {minutes[name]:.1f} min.")
         md.append("")
     doc.write_text("\n".join(md), encoding="utf-8")
     print(f"wrote {doc}")
@@ -120,14 +117,11 @@ def run() -> int:
     unknown = sorted(set(names) - set(EXPERIMENTS))
     if unknown:
         parser.error(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
-    minutes = {}
     if not args.report_only:
         for name in names:
-            t0 = time.perf_counter()
             print(f"== {name}: empg-gym {' '.join(command(name, out, args.seeds, args.processes))}", flush=True)
             main(command(name, out, args.seeds, args.processes))
-            minutes[name] = (time.perf_counter() - t0) / 60
-    write_doc(out, Path(args.doc) if args.doc else out / "empg_research.md", args.seeds, minutes)
+    write_doc(out, Path(args.doc) if args.doc else out / "empg_research.md", args.seeds)
     return 0
 
 

@@ -83,3 +83,30 @@ def test_sweep_of_two_settings_writes_two_rows_per_seed_and_split(tmp_path):
     assert (tmp_path / "sweep_tradeoff.png").stat().st_size > 1000
     # bench.json reruns the sweep exactly
     assert BenchConfig.from_file(tmp_path / "bench.json").labels == ("grpo", "empg[zeta=0]", "empg[zeta=0.1]")
+
+
+def test_the_research_benches_are_valid_variants_of_the_quick_preset():
+    """scripts/empg_research.py's four benches parse, validate every run's config, and say their budget is not the
+    preset's."""
+    import importlib.util
+    from pathlib import Path
+
+    from empg_gym.cli import bench_config, build_parser
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "empg_research.py"
+    spec = importlib.util.spec_from_file_location("empg_research", path)
+    research = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(research)
+    labels = {name: bench_config(build_parser().parse_args(research.command(name, Path("out"), "0,1", None))).labels
+              for name in research.EXPERIMENTS}
+    assert labels == {
+        "ablation": ("grpo", "empg-g", "empg-f", "empg"),
+        "uncertainty": ("empg[uncertainty=entropy]", "empg[uncertainty=renyi2]"),
+        "dense": ("grpo[env.reward_mode=sparse,reward_signal=outcome]", "grpo[env.reward_mode=dense,reward_signal=return]",
+                  "empg[env.reward_mode=sparse,reward_signal=outcome]", "empg[env.reward_mode=dense,reward_signal=return]"),
+        "grid": tuple(f"empg[k={k},zeta={z}]" for k in ("0.5", "1", "2") for z in ("0", "0.1")),
+    }
+    cfg = bench_config(build_parser().parse_args(research.command("dense", Path("out"), "0", None)))
+    run = cfg.train_config("EMPG-KeyRooms-v0", "empg[env.reward_mode=dense,reward_signal=return]", 0)
+    assert run.env_kwargs == {"reward_mode": "dense"} and run.algorithm().reward_signal == "return"
+    assert cfg.pipeline_check is None and cfg.budget_note.startswith("not estimated for this variant")
