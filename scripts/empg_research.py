@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from empg_gym.bench.report import fmt, read_results
+from empg_gym.bench.runner import read_jsonl, run_dir
 from empg_gym.cli import main
 
 #: name -> (question, extra ``empg-gym bench`` arguments)
@@ -55,8 +56,8 @@ def table(folder: Path) -> list[str]:
     last: dict[tuple[str, float], float] = {}
     for r in rows:
         last[(r["algo"], r["seed"])] = max(last.get((r["algo"], r["seed"]), 0.0), r["update"])
-    md = ["| setting | seeds | ID after | ID Δ | OOD after | OOD Δ | updates applied (median) |",
-          "|---|---|---|---|---|---|---|"]
+    md = ["| setting | seeds | ID after | ID Δ | OOD after | OOD Δ | sampled training success, last 5 updates | "
+          "updates applied (median) |", "|---|---|---|---|---|---|---|---|"]
     for algo in dict.fromkeys(r["algo"] for r in rows):
         cells = [algo]
         seeds = sorted({r["seed"] for r in rows if r["algo"] == algo})
@@ -68,6 +69,13 @@ def table(folder: Path) -> list[str]:
                       and r["update"] == 0}
             both = sorted(set(after) & set(before))
             cells += [fmt(list(after.values())), fmt([after[s] - before[s] for s in both])]
+        sampled = []
+        for seed in seeds:
+            metrics = read_jsonl(run_dir(folder, rows[0]["env"], algo, int(seed)) / "metrics.jsonl")
+            tail = [m["rollout/success_rate"] for m in metrics if "rollout/success_rate" in m][-5:]
+            if tail:
+                sampled.append(sum(tail) / len(tail))
+        cells.append(fmt(sampled) if sampled else "–")
         applied = sorted(r.get("applied_updates", 0) for r in rows if r["algo"] == algo and r["update"] == 0
                          and r["split"] == SPLITS[0])
         cells.append(f"{applied[len(applied) // 2]:.0f}/{rows[0]['updates']:.0f}" if applied else "–")
@@ -75,24 +83,55 @@ def table(folder: Path) -> list[str]:
     return md
 
 
+def reading(folder: Path) -> str:
+    """One sentence per split: the best setting by mean success after training, and whether its 95% CI clears the
+    others' (a difference the seeds resolve) or overlaps them."""
+    from empg_gym.bench.report import final_success, mean_ci
+
+    rows = read_results(folder)
+    parts = []
+    for split, short in zip(SPLITS, ("ID", "OOD"), strict=True):
+        stats = {algo: mean_ci(v) for (_, algo), v in final_success(rows, split).items()}
+        if len(stats) < 2:
+            continue
+        best = max(stats, key=lambda a: stats[a][0])
+        lo = stats[best][0] - stats[best][1]
+        beaten = [a for a in stats if a != best and stats[a][0] + stats[a][1] < lo]
+        others = len(stats) - 1
+        parts.append(f"{short}: highest mean `{best}` ({stats[best][0]:.3f}); its CI "
+                     + ("clears every other setting's" if len(beaten) == others else
+                        f"clears {len(beaten)} of the {others} others'" if beaten else "overlaps every other setting's"))
+    return "Reading (computed): " + "; ".join(parts) + "." if parts else ""
+
+
 def write_doc(out: Path, doc: Path, seeds: str) -> None:
     """Assemble the report from the finished benches; copy their plots next to it."""
     img = doc.parent / "img" / "empg_research"
     img.mkdir(parents=True, exist_ok=True)
     md = ["# EMPG research kit: ablations, uncertainty signals, dense rewards, a k/ζ grid", "",
-          "<!-- Written by `python scripts/empg_research.py`; every number comes from the benches' results.csv. -->",
-          "", "All runs: the `quick` preset's task and training (EMPG-KeyRooms-v0, the tiny action-token policy, 50 "
+          "<!-- Written by scripts/empg_research.py; every number comes from the benches' results.csv. -->", "",
+          "Regenerate (about an hour on 2 CPU cores, resumable): `python scripts/empg_research.py --out runs/research "
+          "--doc docs/empg_research.md`; each section's command reruns one bench alone. The README's "
+          "[research kit](../README.md#research-kit-empgs-open-questions-as-switches) lists the switches.", "",
+          "All runs: the `quick` preset's task and training (EMPG-KeyRooms-v0, the tiny action-token policy, 50 "
           "updates of 8 tasks × 8 trajectories, greedy evaluation on the first 50 tasks of each eval split before "
           f"and after training), seeds {seeds}. Cells are mean ± 95% CI over seeds (Student's t); Δ is each seed's "
           "change from the untrained policy (update 0). ID = `eval_in_distribution` (1–3 doors), OOD = "
-          "`eval_out_of_distribution` (4–6 doors).", ""]
+          "`eval_out_of_distribution` (4–6 doors).", "",
+          "How to read it: greedy success of this memoryless policy is brittle. While its entropy is still high, the "
+          "most likely action can be wrong in one state, and a greedy episode then loops there until its step budget "
+          "runs out, where sampling would have moved on: a seed can sample its way to 0.9 training success and score "
+          "0 greedily. The sampled training success (mean of the last 5 updates, the same seeds) is shown beside it "
+          "for that reason. With 5 seeds the CIs are wide; a difference is resolved only where they do not overlap.",
+          ""]
     for name, (question, _) in EXPERIMENTS.items():
         folder = out / name
         if not (folder / "results.csv").is_file():
             md += [f"## {name}", "", f"{question}", "", "Not run yet.", ""]
             continue
         args = command(name, Path("runs/research"), seeds, None)
-        md += [f"## {name}: {question}", "", f"```bash\nempg-gym {' '.join(args)}\n```", ""] + table(folder) + [""]
+        md += [f"## {name}: {question}", "", f"```bash\nempg-gym {' '.join(args)}\n```", ""] + table(folder)
+        md += ["", reading(folder), ""]
         for plot in ("eval_success.png", "sweep_tradeoff.png", "empg_diagnostics.png"):
             if (folder / plot).is_file():
                 shutil.copyfile(folder / plot, img / f"{name}_{plot}")
@@ -106,7 +145,7 @@ def run() -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/research", help="folder of the four benches")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of every bench")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds of every bench")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {list(EXPERIMENTS)}")
     parser.add_argument("--processes", type=int, default=None, help="runs at a time (default: the preset's 2)")
     parser.add_argument("--report-only", action="store_true", help="do not train; assemble what is finished")
