@@ -8,12 +8,13 @@ response tokens (``max_new_tokens``), first prompt ``P`` tokens, a later one ``P
 (``h = history_length`` past observation/action pairs), ``E = ppo_epochs``::
 
     rollout ≈ s_1 + (S − 1)·[n·P_h·c + T·d(n)]                  s_1 = B·P·c + T·d(n), the first step
-    update  ≈ (3 + g)·E·N·(P_h + T)·c + r·N·(P_h + T)·c         N = n·S step samples
+    update  ≈ (3 + g)·E·N·(P_h + T)·c + (r + u)·N·(P_h + T)·c   N = n·S step samples
     d(n)    = d(k)·max(1, n / k)
 
 In the first step a group's ``G`` copies of one prompt share a prefill. A forward and backward pass cost about three
 forward passes (``g = 1`` more with gradient checkpointing); ``r = 1`` when the algorithm scores a reference policy
-for its KL term. Every trajectory is assumed to run to the step limit
+for its KL term; ``u`` forward passes measure EMPG's uncertainty when it needs them (``K`` for ``mc_dropout``, one for
+``lora_ensemble``, none for the signals read off the sampling distribution). Every trajectory is assumed to run to the step limit
 and every response to the token budget, on a machine as busy as during the measurement; DAPO's extra rollout
 batches and evaluations are not counted. A few seconds of measurement on a shared machine can be off by a factor of
 a few, so once the run's first rollout step has been timed, :func:`revised_estimate` scales the whole estimate by
@@ -82,6 +83,7 @@ class Sizes:
         epochs: ``E``, passes over the batch.
         reference: Whether a reference policy is scored (KL).
         checkpointing: Whether activations are recomputed in the backward pass.
+        uncertainty_passes: ``u``, extra forward passes over the batch for EMPG's uncertainty signal.
     """
 
     tasks: int
@@ -92,6 +94,7 @@ class Sizes:
     epochs: int
     reference: bool
     checkpointing: bool = False
+    uncertainty_passes: int = 0
 
     @classmethod
     def of(cls, config: Any, algo: Any) -> Sizes:
@@ -99,7 +102,7 @@ class Sizes:
         return cls(tasks=config.effective_tasks_per_update, group=config.effective_group_size,
                    steps=step_limit(config), new_tokens=config.max_new_tokens, history=config.history_length,
                    epochs=config.ppo_epochs, reference=bool(algo.use_kl and algo.kl_coef > 0),
-                   checkpointing=config.gradient_checkpointing)
+                   checkpointing=config.gradient_checkpointing, uncertainty_passes=uncertainty_passes(algo))
 
     def describe(self) -> str:
         """``"16 tasks x 8 trajectories x 50 steps x 256 tokens"``."""
@@ -125,6 +128,23 @@ class UpdateEstimate:
         return self.rollout + self.update
 
 
+def uncertainty_passes(algo: Any) -> int:
+    """``u``: forward passes over the batch that EMPG's uncertainty signal adds (0 without EMPG).
+
+    Example:
+        >>> from empg_gym.agents.algorithms import get_algorithm
+        >>> from empg_gym.agents.algorithms.config import EMPGConfig
+        >>> empg = get_algorithm("empg")
+        >>> uncertainty_passes(empg), uncertainty_passes(dataclasses.replace(empg, empg=EMPGConfig(
+        ...     uncertainty="mc_dropout", uncertainty_samples=8)))
+        (0, 8)
+    """
+    empg = getattr(algo, "empg", None)
+    if empg is None:
+        return 0
+    return {"mc_dropout": empg.uncertainty_samples, "lora_ensemble": 1}.get(empg.uncertainty, 0)
+
+
 def step_limit(config: Any) -> int:
     """``S``: ``max_steps`` or the env's registered limit, whichever is smaller (:data:`ASSUMED_STEPS` if neither)."""
     try:
@@ -147,7 +167,7 @@ def estimate_update(speed: Speed, sizes: Sizes) -> UpdateEstimate:
     decode = T * speed.decode_step(n)
     rollout = first_step_seconds(speed, sizes) + (sizes.steps - 1) * (n * P_h * c + decode)
     N = n * sizes.steps
-    passes = (3 + sizes.checkpointing) * sizes.epochs + sizes.reference
+    passes = (3 + sizes.checkpointing) * sizes.epochs + sizes.reference + sizes.uncertainty_passes
     return UpdateEstimate(rollout=rollout, update=passes * N * (P_h + T) * c)
 
 

@@ -78,3 +78,20 @@ def test_measure_speed_times_the_policy_without_touching_the_rngs():
 def test_format_duration_picks_a_readable_unit():
     assert [format_duration(s) for s in (3, 75, 600, 3 * 3600, 5 * 86400)] == ["3.0 s", "75 s", "10.0 min",
                                                                              "3.0 h", "5.0 days"]
+
+
+def test_model_based_uncertainty_adds_its_forward_passes():
+    """mc_dropout scores the batch K more times, lora_ensemble once more; the other signals cost no pass."""
+    base = {"env_id": "EMPG-KeyRooms-v0", "algo": "empg", "max_steps": 5, "tasks_per_update": 1, "group_size": 2,
+            "max_new_tokens": 1, "history_length": 0}
+    sizes = {u: Sizes.of(cfg := TrainConfig.from_dict({**base, "algo_overrides": {"empg.uncertainty": u}}),
+                         cfg.algorithm())
+             for u in ("entropy", "renyi2", "mc_dropout", "lora_ensemble")}
+    assert {u: s.uncertainty_passes for u, s in sizes.items()} == {"entropy": 0, "renyi2": 0, "mc_dropout": 4,
+                                                                   "lora_ensemble": 1}
+    one_pass = 1 * 2 * 5 * (300 + 1) * 0.01  # N·(P + T)·c
+    plain = estimate_update(SPEED, sizes["entropy"]).update
+    assert estimate_update(SPEED, sizes["mc_dropout"]).update == pytest.approx(plain + 4 * one_pass)
+    assert estimate_update(SPEED, sizes["lora_ensemble"]).update == pytest.approx(plain + one_pass)
+    grpo = TrainConfig.from_dict({**base, "algo": "grpo"})
+    assert Sizes.of(grpo, grpo.algorithm()).uncertainty_passes == 0
