@@ -173,7 +173,7 @@ def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    """Precedence: the ``--preset`` values, then the ``--config`` file, then explicit flags."""
+    """Precedence: the ``--preset`` values, then the ``--config`` file, then ``--set`` fields, then explicit flags."""
     from empg_gym.agents.config import TrainConfig, train_preset
 
     overrides = {
@@ -181,7 +181,8 @@ def _train_config(args: argparse.Namespace) -> Any:
         "tasks_per_update": args.tasks_per_update, "group_size": args.group_size, "lr": args.lr,
         "max_new_tokens": args.max_new_tokens, "lora_rank": args.lora_rank, "eval_tasks": args.eval_tasks,
     }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = {**_train_overrides(getattr(args, "set", None) or []),
+                 **{k: v for k, v in overrides.items() if v is not None}}
     if args.config:
         return TrainConfig.from_file(args.config, preset=args.preset, **overrides)
     return TrainConfig.from_dict({**(train_preset(args.preset) if args.preset else {}), **overrides})
@@ -279,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "cores); --config and explicit flags override it")
     p.add_argument("--config", default=None, help="TOML file with TrainConfig fields")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="set any TrainConfig field (JSON value), e.g. --set history_length=0 or "
+                        "--set 'algo_overrides={\"empg.uncertainty\": \"renyi2\"}'")
     p.add_argument("--tasks-per-update", type=int, default=None)
     p.add_argument("--group-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)

@@ -54,6 +54,15 @@ def test_train_preset_then_config_file_then_flags(tmp_path):
     cfg = _train_config(parse(["train", "--preset", "cpu", "--config", str(config), "--max-new-tokens", "7",
                                "--out", "x"]))
     assert (cfg.tasks_per_update, cfg.group_size, cfg.max_new_tokens) == (1, 2, 7)
+    # --set overrides the file (any field, JSON values), explicit flags override --set
+    cfg = _train_config(parse(["train", "--preset", "cpu", "--config", str(config), "--set", "group_size=3",
+                               "--set", 'algo_overrides={"empg.uncertainty": "renyi2"}', "--set", "max_new_tokens=5",
+                               "--max-new-tokens", "7", "--algo", "empg", "--out", "x"]))
+    assert (cfg.group_size, cfg.max_new_tokens, cfg.algorithm().empg.uncertainty) == (3, 7, "renyi2")
+    from empg_gym.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Unknown config key"):
+        _train_config(parse(["train", "--set", "grup_size=3", "--out", "x"]))
     with pytest.raises(SystemExit):
         parse(["train", "--preset", "gpu", "--out", "x"])
 
