@@ -24,7 +24,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from empg_gym.bench.report import fmt, read_results
+from empg_gym.bench.report import fmt, read_results, summary_table
 from empg_gym.bench.runner import read_jsonl, run_dir
 from empg_gym.cli import main
 
@@ -51,34 +51,22 @@ def command(name: str, out: Path, seeds: str, processes: int | None) -> list[str
 
 
 def table(folder: Path) -> list[str]:
-    """Per setting: greedy success after training on each split and its change from update 0 (mean ± 95% CI)."""
+    """Per setting: the bench report's greedy success after training and change from update 0 on each split
+    (mean ± 95% CI), with the sampled training success of the last 5 updates beside it."""
     rows = read_results(folder)
-    last: dict[tuple[str, float], float] = {}
-    for r in rows:
-        last[(r["algo"], r["seed"])] = max(last.get((r["algo"], r["seed"]), 0.0), r["update"])
+    header, lines = summary_table(rows, list(SPLITS))
+    keep = [header.index(c) for c in ("algo", "seeds", "ID after", "ID Δ", "OOD after", "OOD Δ")]
     md = ["| setting | seeds | ID after | ID Δ | OOD after | OOD Δ | sampled training success, last 5 updates | "
-          "updates applied (median) |", "|---|---|---|---|---|---|---|---|"]
-    for algo in dict.fromkeys(r["algo"] for r in rows):
-        cells = [algo]
-        seeds = sorted({r["seed"] for r in rows if r["algo"] == algo})
-        cells.append(str(len(seeds)))
-        for split in SPLITS:
-            after = {r["seed"]: r["success_rate"] for r in rows if (r["algo"], r["split"]) == (algo, split)
-                     and r["update"] == last[(algo, r["seed"])]}
-            before = {r["seed"]: r["success_rate"] for r in rows if (r["algo"], r["split"]) == (algo, split)
-                      and r["update"] == 0}
-            both = sorted(set(after) & set(before))
-            cells += [fmt(list(after.values())), fmt([after[s] - before[s] for s in both])]
+          "updates applied |", "|---|---|---|---|---|---|---|---|"]
+    for line in lines:
+        env, algo = line[0], line[1]
         sampled = []
-        for seed in seeds:
-            metrics = read_jsonl(run_dir(folder, rows[0]["env"], algo, int(seed)) / "metrics.jsonl")
+        for seed in sorted({int(r["seed"]) for r in rows if r["algo"] == algo}):
+            metrics = read_jsonl(run_dir(folder, env, algo, seed) / "metrics.jsonl")
             tail = [m["rollout/success_rate"] for m in metrics if "rollout/success_rate" in m][-5:]
             if tail:
                 sampled.append(sum(tail) / len(tail))
-        cells.append(fmt(sampled) if sampled else "–")
-        applied = sorted(r.get("applied_updates", 0) for r in rows if r["algo"] == algo and r["update"] == 0
-                         and r["split"] == SPLITS[0])
-        cells.append(f"{applied[len(applied) // 2]:.0f}/{rows[0]['updates']:.0f}" if applied else "–")
+        cells = [line[i] for i in keep] + [fmt(sampled) if sampled else "–", line[header.index("updates applied")]]
         md.append("| " + " | ".join(cells) + " |")
     return md
 
