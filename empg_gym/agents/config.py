@@ -20,13 +20,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
-
-import tomllib
 
 from empg_gym.errors import ConfigError, did_you_mean
 from empg_gym.tasks import check_split
