@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make demo` (the main job) and `make test` (the test suite).
-# Each creates .venv and installs everything it needs, system packages included, on first use.
+# Each creates .venv and installs everything it needs, system packages included, on first use, at the versions
+# locks/*.txt name; `make lock` re-resolves them from the package index and reruns the tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -9,11 +10,11 @@ VERL_STAMP := $(VERL_VENV)/.installed
 # In the verl venv verl must import: its tests fail instead of skipping.
 VERL_TESTS := EMPG_GYM_REQUIRE_VERL=1 $(VERL_VENV)/bin/python -m pytest -q -p no:xdist tests/integrations/verl
 
-.PHONY: setup demo test test-fast bench lint clean setup-verl test-verl
+.PHONY: setup demo test test-fast bench lint clean setup-verl test-verl lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh locks/main.txt
 	bash scripts/setup.sh $(VENV)
 
 demo: setup
@@ -31,11 +32,14 @@ bench: setup
 
 setup-verl: $(VERL_STAMP)
 
-$(VERL_STAMP): $(STAMP) pyproject.toml scripts/setup_verl.sh
+$(VERL_STAMP): $(STAMP) pyproject.toml scripts/setup_verl.sh locks/verl.txt
 	bash scripts/setup_verl.sh $(VENV) $(VERL_VENV)
 
 test-verl: setup-verl
 	$(VERL_TESTS)
+
+lock:
+	bash scripts/lock.sh $(VENV) $(VERL_VENV)
 
 lint: setup
 	$(PY) -m ruff check empg_gym tests benchmarks scripts

@@ -20,9 +20,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,11 +180,7 @@ class TaskManifest:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the manifest as JSON, atomically (a reader never sees half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_bytes(path, json.dumps(self.to_json(), ensure_ascii=False, indent=1).encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TaskManifest:
@@ -200,4 +198,31 @@ def cache_dir(*parts: str) -> Path:
     )
     path = Path(root, *parts)
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a reader sees the old file, the whole new one, or none, never half.
+
+    The bytes go to a temp file with a unique name in the same folder (``tempfile.mkstemp``), then ``os.replace``
+    moves it over ``path``; any number of threads and processes may write the same path at once.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> atomic_write_bytes(folder / "a" / "b.txt", b"hi").read_bytes(), sorted(p.name for p in folder.rglob("*"))
+        (b'hi', ['a', 'b.txt'])
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; cache files are shared like any other file
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     return path

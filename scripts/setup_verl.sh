@@ -22,13 +22,23 @@ fi
 MAIN_SITE="$("$MAIN/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 VERL_SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 echo "$MAIN_SITE" > "$VERL_SITE/_empg_gym_main_venv.pth"
+# The embedded model's GGUF, which scripts/setup.sh unpacked into the main venv, is this venv's too.
+mkdir -p "$VENV/share"
+ln -sfn "$(cd "$MAIN" && pwd)/share/empg-gym" "$VENV/share/empg-gym"
 
+# Every package this venv adds at the version locks/verl.txt names; EMPG_GYM_UNLOCKED=1 resolves afresh (`make lock`).
 # torch stays the main venv's CPU build: a constraint stops pip from ever pulling another (CUDA) torch.
+LOCK="locks/verl.txt"
 CONSTRAINTS="$VENV/constraints.txt"
 echo "torch==$("$MAIN/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')" > "$CONSTRAINTS"
+PIN=(-c "$CONSTRAINTS" -c "$LOCK")
+[ "${EMPG_GYM_UNLOCKED:-0}" = 1 ] && PIN=(-c "$CONSTRAINTS")
+"$PY" -m pip install -q "${PIN[@]}" --upgrade pip setuptools
 # verl 0.9.1; TransferQueue (imported by verl's v1 trainer, only in verl's own heavy extras); tensordict 0.10.0
-# (TransferQueue needs >= 0.10, verl allows <= 0.10.0); hydra-core's antlr4 runtime must be 4.9.3.
-"$PY" -m pip install -q -c "$CONSTRAINTS" -e ".[verl]" "antlr4-python3-runtime==4.9.3"
+# (TransferQueue needs >= 0.10, verl allows <= 0.10.0); hydra-core's antlr4 runtime must be 4.9.3; kernels <0.13
+# (the pyproject's verl extra says why).
+"$PY" -m pip install -q "${PIN[@]}" -e ".[verl]" "antlr4-python3-runtime==4.9.3"
+"$PY" scripts/lock.py fix-wheel-files
 rm -f "$VENV/.installed"
 "$PY" - <<'EOF'
 import transformers, torch, verl, tensordict
@@ -36,4 +46,8 @@ import empg_gym.integrations.verl  # noqa: F401  (fails here, not in the tests, 
 print(f"setup_verl: verl {verl.__version__}, transformers {transformers.__version__}, torch {torch.__version__}, "
       f"tensordict {tensordict.__version__}")
 EOF
+if [ "${EMPG_GYM_UNLOCKED:-0}" != 1 ]; then
+  "$PY" scripts/lock.py check "$LOCK"
+fi
+"$PY" -m pip check
 touch "$VENV/.installed"

@@ -46,6 +46,8 @@ class TrainConfig:
             actions; CPU learning checks), ``tiny`` (tiny random Llama, byte tokenizer), a local folder or a hub id.
         dtype: Weight dtype (``float32`` on CPU). With ``bfloat16``/``float16`` the trainable weights are kept in float32
             (master weights) and forward passes autocast to the 16-bit dtype.
+        device: Where the policy lives: ``auto`` (the first CUDA GPU when there is one, else the CPU), ``cpu``,
+            ``cuda`` or ``cuda:N``.
         lora_rank: Train a LoRA adapter of this rank instead of all weights (``None``: full fine-tuning).
         gradient_checkpointing: Recompute activations in the backward pass (less memory, more time).
         updates: Number of policy updates (verl-agent: 150).
@@ -87,6 +89,7 @@ class TrainConfig:
     algo_overrides: Mapping[str, Any] = field(default_factory=dict)
     model: str = "smollm2-135m"
     dtype: str = "float32"
+    device: str = "auto"
     lora_rank: int | None = None
     gradient_checkpointing: bool = False
     updates: int = 150
@@ -117,6 +120,9 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
+                                                    or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise ConfigError(f"device={self.device!r}: choose 'auto', 'cpu', 'cuda' or 'cuda:N'.")
         check_split(self.split)
         check_split(self.eval_split)
         positive = ("updates", "ppo_epochs", "mini_batch_size", "micro_batch_size", "max_new_tokens",

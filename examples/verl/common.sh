@@ -1,39 +1,81 @@
 #!/usr/bin/env bash
-# Shared by run_{grpo,dapo,empg,empg_dapo}.sh: the data, the model and every setting the four runs share.
-# ALFWorld, Qwen2.5-1.5B-Instruct, the paper's settings (docs/algorithms.md): clip 0.2, token-mean loss, KL (k3 =
-# verl's low_var_kl) 0.01 as a loss, lr 1e-6, 16 tasks x 8 trajectories per update, 150 updates, reward 10 x won,
-# invalid-format penalty 0.1, history 2, prompt 2048 / response 512 tokens. See docs/verl.md.
+# Shared by the run_*.sh scripts: the data, the model and every setting the runs share (docs/verl.md).
+# The paper's settings (docs/algorithms.md) for Qwen2.5-1.5B-Instruct: clip 0.2, token-mean loss, KL (k3 = verl's
+# low_var_kl) 0.01 as a loss, lr 1e-6, 16 tasks x 8 trajectories per update, 150 updates, reward 10 x won,
+# invalid-format penalty 0.1, history 2, responses up to 512 tokens.
 #
-# Environment: MODEL (default Qwen/Qwen2.5-1.5B-Instruct), DATA (parquet folder, default ~/data/empg_gym),
-# N_GPUS (per node, default 2), PYTHON (default python3, the interpreter that has verl, vLLM and empg-gym),
-# PRINT_ARGS=1 prints the verl overrides and exits (the CPU tests compose verl's config from them).
+# Environment:
+#   FAMILY    alfworld (default) | webshop | deepsearch: which env family to train on
+#   SOURCE    ALFWorld's games: real (the default when $ALFWORLD_DATA is set: the paper's games) or procedural
+#             (the default otherwise: the embedded generated games). Written into every exported row and checked
+#             by every worker and at start-up, so no process silently trains on other games.
+#   ATTN      the model's attention: sdpa (default; needs nothing) or flash_attention_2 (needs `pip install
+#             flash-attn`; then verl's padding-free path is used too)
+#   MODEL     default Qwen/Qwen2.5-1.5B-Instruct;  DATA: parquet folder, default ~/data/empg_gym
+#   N_GPUS    per node, default 2;  PYTHON: the interpreter that has verl, vLLM and empg-gym (default python3)
+#   PRINT_ARGS=1 prints the verl overrides and exits (the CPU tests compose verl's config from them).
+# Extra arguments are verl overrides; data.train_files=/data.val_files= among them skip the matching export.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+FAMILY="${FAMILY:-alfworld}"
 MODEL="${MODEL:-Qwen/Qwen2.5-1.5B-Instruct}"
 DATA="${DATA:-$HOME/data/empg_gym}"
 N_GPUS="${N_GPUS:-2}"
 PYTHON="${PYTHON:-python3}"
+ATTN="${ATTN:-sdpa}"
 # Registers the empg_gym agent loop, estimators and trainer mode in every verl process (the package's verl.plugins
 # entry point does too; this way a failing import raises instead of being logged at debug level).
 export VERL_USE_EXTERNAL_MODULES=empg_gym.integrations.verl
 
-export_split() {  # export_split SPLIT: one row per ALFWorld task of SPLIT (~1-2 s a task the first time)
-  local out="$DATA/alfworld_$1.parquet"
-  [ -f "$out" ] || "$PYTHON" -m empg_gym.cli export-verl --env EMPG-ALFWorld-v0 --split "$1" --out "$out"
+# Prompt limits per family from benchmarks/verl_prompt_lengths.py (oracle episodes, history 2, SmolLM2's tokenizer;
+# max step prompt: ALFWorld 1,129, WebShop 1,288, Deep Search 922 tokens on the embedded data), with room for
+# longer real pages and passages; the agent loop warns when a prompt is still cut.
+case "$FAMILY" in
+  alfworld)
+    ENV_ID=EMPG-ALFWorld-v0
+    SOURCE="${SOURCE:-$([ -n "${ALFWORLD_DATA:-}" ] && echo real || echo procedural)}"
+    case "$SOURCE" in real|procedural) ;; *) echo "SOURCE=$SOURCE: choose real or procedural" >&2; exit 2 ;; esac
+    ENV_KWARGS="{\"source\": \"$SOURCE\"}"
+    TAG="alfworld_$SOURCE"
+    MAX_PROMPT=2048 ;;
+  webshop)
+    ENV_ID=EMPG-WebShop-v0; ENV_KWARGS="{}"; TAG=webshop; MAX_PROMPT=4096 ;;
+  deepsearch)
+    ENV_ID=EMPG-DeepSearch-v0; ENV_KWARGS="{}"; TAG=deepsearch; MAX_PROMPT=4096 ;;
+  *) echo "FAMILY=$FAMILY: choose alfworld, webshop or deepsearch" >&2; exit 2 ;;
+esac
+case "$ATTN" in
+  sdpa) REMOVE_PADDING=False ;;               # verl's padding-free path packs sequences: flash-attn only
+  flash_attention_2) REMOVE_PADDING=True ;;
+  *) echo "ATTN=$ATTN: choose sdpa or flash_attention_2" >&2; exit 2 ;;
+esac
+
+TRAIN_FILE="$DATA/${TAG}_train.parquet"
+VAL_FILES="[$DATA/${TAG}_eval_in_distribution.parquet,$DATA/${TAG}_eval_out_of_distribution.parquet]"
+
+export_split() {  # export_split SPLIT: one row per task of SPLIT, reused while its file exists (names carry the source)
+  local out="$DATA/${TAG}_$1.parquet"
+  if [ -f "$out" ]; then
+    echo "common.sh: reusing $out"
+    return
+  fi
+  echo "common.sh: exporting $ENV_ID $1 (env_kwargs $ENV_KWARGS) to $out"
+  "$PYTHON" -m empg_gym.cli export-verl --env "$ENV_ID" --split "$1" --env-kwargs "$ENV_KWARGS" --out "$out"
 }
 
 COMMON_ARGS=(
   trainer.use_v1=True
   trainer.v1.trainer_mode=empg_gym
-  data.train_files="$DATA/alfworld_train.parquet"
-  "data.val_files=[$DATA/alfworld_eval_in_distribution.parquet,$DATA/alfworld_eval_out_of_distribution.parquet]"
+  data.train_files="$TRAIN_FILE"
+  "data.val_files=$VAL_FILES"
   data.train_batch_size=16
-  data.max_prompt_length=2048
+  data.max_prompt_length="$MAX_PROMPT"
   data.max_response_length=512
   actor_rollout_ref.model.path="$MODEL"
+  +actor_rollout_ref.model.override_config.attn_implementation="$ATTN"
   actor_rollout_ref.model.enable_gradient_checkpointing=True
-  actor_rollout_ref.model.use_remove_padding=True
+  actor_rollout_ref.model.use_remove_padding="$REMOVE_PADDING"
   actor_rollout_ref.actor.optim.lr=1e-6
   actor_rollout_ref.actor.ppo_mini_batch_size=16  # prompts: 16 x 8 = 128 step rows an optimizer step
   actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8
@@ -60,7 +102,7 @@ COMMON_ARGS=(
   trainer.test_freq=10
   trainer.save_freq=50
   "trainer.logger=[console]"
-  trainer.project_name=empg_gym_alfworld
+  trainer.project_name="empg_gym_$TAG"
 )
 
 launch() {  # launch EXTRA_OVERRIDES...: run verl's PPO entry point with the common and the given overrides
@@ -69,8 +111,17 @@ launch() {  # launch EXTRA_OVERRIDES...: run verl's PPO entry point with the com
     exit 0
   fi
   mkdir -p "$DATA"
-  export_split train
-  export_split eval_in_distribution
-  export_split eval_out_of_distribution
+  local own_train=0 own_val=0 arg
+  for arg in "$@"; do
+    case "$arg" in
+      data.train_files=*|+data.train_files=*|++data.train_files=*) own_train=1 ;;
+      data.val_files=*|+data.val_files=*|++data.val_files=*) own_val=1 ;;
+    esac
+  done
+  [ "$own_train" = 1 ] || export_split train
+  if [ "$own_val" = 0 ]; then
+    export_split eval_in_distribution
+    export_split eval_out_of_distribution
+  fi
   exec "$PYTHON" -m verl.trainer.main_ppo "${COMMON_ARGS[@]}" "$@"
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# EMPG over GRPO on ALFWorld with verl (docs/verl.md): k = k' = 1, zeta = 0.05 (the paper's). Extra arguments are
+# EMPG over GRPO with verl (FAMILY=alfworld|webshop|deepsearch) (docs/verl.md): k = k' = 1, zeta = 0.05 (the paper's). Extra arguments are
 # verl overrides.
 source "$(dirname "$0")/common.sh"
 launch \
@@ -8,5 +8,5 @@ launch \
   +algorithm.empg.k_next=1.0 \
   +algorithm.empg.zeta=0.05 \
   actor_rollout_ref.actor.clip_ratio_high=0.2 \
-  trainer.experiment_name=empg \
+  trainer.experiment_name="empg_$TAG" \
   "$@"

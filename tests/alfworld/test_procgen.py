@@ -99,6 +99,54 @@ def test_game_file_generates_once_and_caches(tmp_path, monkeypatch, manifest):
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_game_file_on_a_cold_cache_survives_threads_racing(tmp_path, monkeypatch, manifest):
+    # issue #21 (2.8): temp names made of pid + content hash collided between two threads of one verl worker, so
+    # one thread's os.replace found its temp file already moved and raised
+    import threading
+
+    monkeypatch.setenv("EMPG_GYM_CACHE", str(tmp_path))
+    task = manifest.tasks("eval_in_distribution")[1]
+    barrier, paths, errors = threading.Barrier(8), [], []
+    game_bytes = P.game_bytes
+
+    def in_step(game):  # every thread has found the cache cold before any writes
+        body = game_bytes(game)
+        barrier.wait()
+        return body
+
+    monkeypatch.setattr(P, "game_bytes", in_step)
+
+    def play() -> None:
+        try:
+            paths.append(P.game_file(task))
+        except Exception as exc:  # noqa: BLE001  (collected, asserted below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=play) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(paths)) == 1
+    assert paths[0].read_bytes() == game_bytes(P.generate_game(task))
+    assert not [p for p in paths[0].parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_atomic_write_bytes_many_writers_one_whole_file(tmp_path):
+    import threading
+
+    from empg_gym.tasks import atomic_write_bytes
+
+    target, payloads = tmp_path / "blob", [bytes([i]) * 100_000 for i in range(16)]
+    threads = [threading.Thread(target=atomic_write_bytes, args=(target, b)) for b in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert target.read_bytes() in payloads and [p.name for p in tmp_path.iterdir()] == ["blob"]
+    assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+
 def test_bad_tasks_get_clear_errors():
     with pytest.raises(ConfigError, match=r"not a procedural ALFWorld task: its data lacks \['task_type'"):
         P.generate_game(Task("x", "pick_and_place_simple", "put a cup in sink.", {}))

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from empg_gym.errors import BackendError, ConfigError
-from empg_gym.tasks import cache_dir
+from empg_gym.tasks import atomic_write_bytes, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +114,7 @@ class TranslationCache:
         self._remember(key, blob)
         path = self._path(key)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(blob)
-            os.replace(tmp, path)
+            atomic_write_bytes(path, blob)
 
     def _remember(self, key: str, blob: bytes) -> None:
         with self._lock:

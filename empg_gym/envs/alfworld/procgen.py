@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ from typing import Any
 from empg_gym.envs.alfworld import procgen_world as pw
 from empg_gym.envs.alfworld.real_data import TASK_TYPES
 from empg_gym.errors import ConfigError
-from empg_gym.tasks import SPLITS, Task, TaskManifest, cache_dir
+from empg_gym.tasks import SPLITS, Task, TaskManifest, atomic_write_bytes, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -258,11 +259,10 @@ def save_manifest(manifest: TaskManifest, path: str | os.PathLike[str] = MANIFES
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = json.dumps(manifest.to_json(), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
+    raw = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
         f.write(body.encode("utf-8"))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, raw.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------- game writing
@@ -329,12 +329,7 @@ def game_file(task: Task) -> Path:
     path = game_dir() / rel / "game.tw-pddl"
     if path.is_file():
         return path
-    body = game_bytes(generate_game(task))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{hashlib.sha1(body).hexdigest()[:8]}.tmp")
-    tmp.write_bytes(body)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, game_bytes(generate_game(task)))
 
 
 # ----------------------------------------------------------------------------------------------- PDDL problem

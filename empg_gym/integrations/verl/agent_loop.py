@@ -85,6 +85,7 @@ class GymAgentLoop(AgentLoopBase):
             max_idle_envs=max_idle_envs,
         )
         self.response_length = int(self.rollout_config.response_length)
+        self.prompt_length = int(getattr(self.rollout_config, "prompt_length", 0) or 0) or 10**9
         if GymAgentLoop.pool is None:
             GymAgentLoop.pool = EnvPool(max_idle=max_idle_envs)
 
@@ -119,6 +120,7 @@ class GymAgentLoop(AgentLoopBase):
         prompt, info = await self._in_thread(env.reset, seed=spec.seed, options={"task_id": spec.task_id})
         if info.get("task_id") != spec.task_id:
             raise ConfigError(f"{spec.env_id} reset to task {info.get('task_id')!r} instead of {spec.task_id!r}.")
+        spec.check_source(info)
         limit = self.settings.max_steps or getattr(env.spec, "max_episode_steps", None)
         if limit is None:
             raise ConfigError(
@@ -130,6 +132,8 @@ class GymAgentLoop(AgentLoopBase):
         done = False
         while not done and len(steps) < limit:
             step = await self._generate(prompt, request_id, sampling_params, priority)
+            if step["prompt_tokens"] > self.prompt_length:
+                _warn_prompt_cut(spec.env_id, step["prompt_tokens"], self.prompt_length)
             step["anchor_obs"] = str(info.get("raw_observation", ""))
             t0 = time.perf_counter()
             prompt, reward, terminated, truncated, info = await self._in_thread(env.step, step.pop("text"))
@@ -146,7 +150,13 @@ class GymAgentLoop(AgentLoopBase):
         self, prompt: str, request_id: str, sampling_params: dict[str, Any], priority: int
     ) -> dict[str, Any]:
         """One model turn: tokenize the step prompt with verl's chat-template builder, generate, align the tokens."""
-        prompt_ids = await self.ct_build_initial_tokens(self.settings.messages(prompt))
+        messages = self.settings.messages(prompt)
+        prompt_ids = await self.ct_build_initial_tokens(messages)  # verl keeps the last rollout.prompt_length tokens
+        prompt_tokens = len(prompt_ids)
+        if prompt_tokens >= self.prompt_length:  # at the limit: count what verl's builder made before its cut
+            builder = getattr(self, "continuous_token_builder", None)
+            if builder is not None:
+                prompt_tokens = len(await self._in_thread(builder.build_initial_tokens, messages))
         t0 = time.perf_counter()
         out = await self.server_manager.generate(
             request_id=request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, priority=priority
@@ -165,6 +175,7 @@ class GymAgentLoop(AgentLoopBase):
             "response_mask": list(mask),
             "response_logprobs": list(aligned_logprobs) if aligned_logprobs is not None else None,
             "text": self.tokenizer.decode(generated, skip_special_tokens=True),
+            "prompt_tokens": prompt_tokens,
             "gen_s": gen_s,
             "num_preempted": out.num_preempted if out.num_preempted is not None else -1,
             "server_extra": dict(out.extra_fields or {}),
@@ -186,6 +197,7 @@ class GymAgentLoop(AgentLoopBase):
                 "task_type": str(final.get("task_type", "")), "task_id": spec.task_id, "env_id": spec.env_id,
                 "format_penalty": step["format_penalty"], "env_reward": step["env_reward"],
                 "format_valid": step["format_valid"], "action_valid": step["action_valid"],
+                "prompt_tokens": step["prompt_tokens"], "prompt_truncated": step["prompt_tokens"] > self.prompt_length,
                 "reward_scale": float(self.settings.reward_scale), "reward_extra_info": dict(outcome),
                 "turn_scores": [], "tool_rewards": [],
             }
@@ -202,6 +214,21 @@ class GymAgentLoop(AgentLoopBase):
     async def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a blocking env call in the loop's executor, keeping the event loop free for other samples."""
         return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+
+
+#: How many step prompts of each env this process has seen cut by rollout.prompt_length.
+_CUT: dict[str, int] = {}
+
+
+def _warn_prompt_cut(env_id: str, tokens: int, limit: int) -> None:
+    """Warn on the 1st, 10th, 100th... cut prompt of ``env_id`` in this process (verl cuts from the left)."""
+    n = _CUT[env_id] = _CUT.get(env_id, 0) + 1
+    if n & (n - 1) == 0 or n % 100 == 0:  # 1, 2, 4, 8... then every 100th
+        logger.warning(
+            "%s: a step prompt of %d tokens exceeds rollout.prompt_length=%d (%d cut in this process so far); verl "
+            "keeps its last %d tokens, dropping the task description at the top. Raise data.max_prompt_length "
+            "(examples/verl/common.sh sets it per family from benchmarks/verl_prompt_lengths.py) or lower "
+            "history_length in the agent-loop YAML.", env_id, tokens, limit, n, limit)
 
 
 def _weight_versions(steps: list[dict[str, Any]]) -> dict[str, int]:

@@ -8,18 +8,20 @@ like this (``empg-gym export-verl`` writes them; this module uses no verl API)::
      "agent_name": "empg_gym",
      "reward_model": {"style": "empg_gym", "ground_truth": "<task_id>"},
      "extra_info": {"index": 0, "env_id": "EMPG-ALFWorld-v0", "task_id": "...", "seed": 0,
-                    "split": "train", "task_type": "...", "env_kwargs": "{}"}}
+                    "split": "train", "task_type": "...", "env_kwargs": "{}", "source": "procedural"}}
 
 Only ``agent_name`` and ``extra_info`` (``env_id``, ``task_id``, ``seed``, optional ``env_kwargs``) drive the
-episode; ``prompt`` is the first step prompt, which verl uses for its prompt-length filter and logs; verl groups
+episode; ``source`` is the env's ``info["source"]`` when the row was exported (ALFWorld: ``real`` or
+``procedural``), and the agent loop refuses to play a row whose env resolves another source in its worker;
+``prompt`` is the first step prompt, which verl logs (its prompt-length filter, off by default, would read it); verl groups
 validation metrics by ``data_source``, so it names the split. ``env_kwargs`` is JSON text (a parquet struct cannot
 be empty and would force one schema on every env), or a mapping.
 
 Example:
     >>> spec = EpisodeSpec.from_row({"extra_info": {"env_id": "EMPG-KeyDoor-v0", "task_id": "keydoor-3r-s1-k3",
     ...                                             "seed": 7, "env_kwargs": "{}"}})
-    >>> spec.env_id, spec.task_id, spec.seed, dict(spec.env_kwargs)
-    ('EMPG-KeyDoor-v0', 'keydoor-3r-s1-k3', 7, {})
+    >>> spec.env_id, spec.task_id, spec.seed, dict(spec.env_kwargs), spec.source
+    ('EMPG-KeyDoor-v0', 'keydoor-3r-s1-k3', 7, {}, None)
     >>> rows = episode_rows("EMPG-KeyDoor-v0", "eval_in_distribution")
     >>> len(rows), rows[0]["agent_name"], rows[0]["extra_info"]["task_id"]
     (4, 'empg_gym', 'keydoor-2r-s2-k1')
@@ -97,6 +99,8 @@ class EpisodeSpec:
     task_id: str
     seed: int
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: The env's ``info["source"]`` at export (``None``: a row written without one; not checked).
+    source: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> EpisodeSpec:
@@ -117,7 +121,28 @@ class EpisodeSpec:
             seed = int(info["seed"])
         except (TypeError, ValueError):
             raise ConfigError(f"extra_info.seed must be an integer, got {info['seed']!r}.") from None
-        return cls(str(info["env_id"]), str(info["task_id"]), seed, parse_env_kwargs(info.get("env_kwargs")))
+        source = info.get("source")
+        return cls(str(info["env_id"]), str(info["task_id"]), seed, parse_env_kwargs(info.get("env_kwargs")),
+                   str(source) if source not in (None, "") else None)
+
+    def check_source(self, info: Mapping[str, Any]) -> None:
+        """Raise :class:`~empg_gym.errors.ConfigError` when the env resolved another source than the export did.
+
+        Example:
+            >>> EpisodeSpec("EMPG-ALFWorld-v0", "t", 0, {}, "real").check_source({"source": "procedural"})
+            Traceback (most recent call last):
+            ...
+            empg_gym.errors.ConfigError: Task 't' was exported from EMPG-ALFWorld-v0's 'real' data, but here the env resolved 'procedural' (env_kwargs {}). Every process must see the data the export saw: pass the source explicitly (env_kwargs {"source": ...}, as examples/verl/common.sh does) and give every worker the same data ($ALFWORLD_DATA / data_path=), or export again.
+        """
+        actual = info.get("source")
+        if self.source is not None and actual is not None and str(actual) != self.source:
+            raise ConfigError(
+                f"Task {self.task_id!r} was exported from {self.env_id}'s {self.source!r} data, but here the env "
+                f"resolved {str(actual)!r} (env_kwargs {json.dumps(dict(self.env_kwargs), default=str)}). Every "
+                "process must see the data the export saw: pass the source explicitly (env_kwargs {\"source\": ...}, as "
+                "examples/verl/common.sh does) and give every worker the same data ($ALFWORLD_DATA / data_path=), "
+                "or export again."
+            )
 
     @property
     def pool_key(self) -> tuple[str, str]:
@@ -178,20 +203,21 @@ def episode_rows(
         firsts = []
         for pos, task_id in enumerate(tasks):
             prompt, info = env.reset(seed=seed + pos, options={"task_id": task_id})
-            firsts.append((task_id, seed + pos, str(info.get("task_type", "")), prompt))
+            firsts.append((task_id, seed + pos, str(info.get("task_type", "")), str(info.get("source", "")), prompt))
     finally:
         env.close()
     kwargs_text = json.dumps(env_kwargs, sort_keys=True, default=str)
     rows = []
     for _ in range(repeat):
-        for task_id, task_seed, task_type, prompt in firsts:
+        for task_id, task_seed, task_type, source, prompt in firsts:
             rows.append({
                 "data_source": f"empg_gym/{env_id}/{split}",
                 "prompt": settings.messages(prompt),
                 "agent_name": AGENT_NAME,
                 "reward_model": {"style": "empg_gym", "ground_truth": task_id},
                 "extra_info": {"index": len(rows), "env_id": env_id, "task_id": task_id, "seed": task_seed,
-                               "split": split, "task_type": task_type, "env_kwargs": kwargs_text},
+                               "split": split, "task_type": task_type, "env_kwargs": kwargs_text,
+                               "source": source},
             })
     return rows
 
@@ -212,3 +238,35 @@ def write_parquet(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> P
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), out)
     return out
+
+
+def check_export_sources(files: Any, *, limit: int = 1) -> list[str]:
+    """Play the reset of the first ``limit`` empg-gym rows of each parquet file here and check their ``source``.
+
+    The ``empg_gym`` trainer mode calls this at start-up on ``data.train_files`` and ``data.val_files``, so an export
+    whose data this machine resolves differently (ALFWorld's ``source="auto"`` with and without ``$ALFWORLD_DATA``)
+    fails before training with both sources named, not in every worker's episodes. Returns one line per row checked;
+    files that are not local files, and rows without a ``source``, are skipped.
+    """
+    import pyarrow.parquet as pq
+
+    from empg_gym.agents.trainer import make_envs
+
+    paths = [files] if isinstance(files, (str, os.PathLike)) else list(files or [])
+    checked = []
+    for path in paths:
+        if not Path(path).is_file():  # not a local file (verl reports a missing one itself)
+            continue
+        rows = [r for r in pq.read_table(str(path)).slice(0, 64).to_pylist() if r.get("agent_name") == AGENT_NAME]
+        for row in rows[:limit]:
+            spec = EpisodeSpec.from_row(row)
+            if spec.source is None:  # exported before rows carried their source: nothing to compare
+                continue
+            env = make_envs(LoopSettings().train_config(spec.env_id, spec.env_kwargs), 1)[0]
+            try:
+                _, info = env.reset(seed=spec.seed, options={"task_id": spec.task_id})
+            finally:
+                env.close()
+            spec.check_source(info)
+            checked.append(f"{path}: {spec.env_id} source={info.get('source')!r} (exported: {spec.source!r})")
+    return checked

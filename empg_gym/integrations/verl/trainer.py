@@ -23,6 +23,7 @@ from omegaconf import open_dict
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 
 from empg_gym.errors import ConfigError
+from empg_gym.integrations.verl.episodes import check_export_sources
 from empg_gym.integrations.verl.estimators import provide_step_rows
 from empg_gym.integrations.verl.steps import STEP_ESTIMATORS, StepRows, algorithm_for
 
@@ -47,7 +48,17 @@ class GymStepTrainer(PPOTrainerSync):
                 f"algorithm.adv_estimator={estimator} needs the entropy of verl's old-log-prob pass, which "
                 "rollout-correction bypass mode skips; set algorithm.rollout_correction.bypass_mode=False."
             )
+        if estimator in STEP_ESTIMATORS or _plays_our_rows(config):
+            files = [config.data.get("train_files"), config.data.get("val_files")]
+            for line in check_export_sources([f for group in files for f in _file_list(group)]):
+                logger.info("export check: %s", line)
         super().__init__(config)
+        # verl printed the config before building us, and it says trainer_mode=sync: say which trainer this is
+        logger.warning(
+            "trainer.v1.trainer_mode=empg_gym: %s.%s (verl's sync trainer; the config reads 'sync' because verl's "
+            "sync code keys on that name) with algorithm.adv_estimator=%s%s", type(self).__module__,
+            type(self).__name__, estimator, " (step rows from the empg_gym agent loop)" if estimator in STEP_ESTIMATORS
+            else " (verl's own advantage step, unchanged)")
 
     def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
         estimator = str(self.config.algorithm.adv_estimator)
@@ -59,6 +70,19 @@ class GymStepTrainer(PPOTrainerSync):
             batch = super()._compute_advantage(batch, metrics)
         metrics.update(context.metrics)
         return batch
+
+
+def _file_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _plays_our_rows(config: Any) -> bool:
+    agent = config.actor_rollout_ref.rollout.get("agent", {}) or {}
+    return str(agent.get("default_agent_loop", "")) == "empg_gym"
 
 
 def read_step_rows(batch: Any, *, with_entropy: bool) -> StepRows:

@@ -191,3 +191,19 @@ def test_bad_rows_say_what_is_wrong(harness):
         harness.play(server, [{**harness.row("EMPG-KeyDoor-v0", "keydoor-3r-s1-k3"),
                                "extra_info": {"env_id": "EMPG-KeyDoor-v0", "task_id": "keydoor-3r-s1-k3", "seed": 0,
                                               "env_kwargs": "{oops"}}])
+
+
+def test_a_step_prompt_cut_by_prompt_length_is_counted_and_warned(harness, caplog):
+    # issue #21 (2.9): verl keeps the last rollout.prompt_length tokens of a longer prompt; the row says so and the
+    # loop warns with the fix, on the 1st, 2nd, 4th... cut of each env in the process
+    env_id = "EMPG-KeyDoor-v0"
+    task_id = gym.make(env_id).unwrapped.task_ids("eval_in_distribution")[0]
+    script, _ = harness.oracle_script(env_id, task_id, seed=0)
+    with caplog.at_level("WARNING", logger="empg_gym.integrations.verl.agent_loop"):
+        [cut] = harness.play(harness.Server(script), [harness.row(env_id, task_id)], prompt_length=48)
+    [whole] = harness.play(harness.Server(script), [harness.row(env_id, task_id)])
+    assert all(o.extra_fields["prompt_truncated"] for o in cut) and len(cut[0].prompt_ids) == 48
+    assert [o.extra_fields["prompt_tokens"] for o in cut] == [len(o.prompt_ids) for o in whole]
+    assert not any(o.extra_fields["prompt_truncated"] for o in whole)
+    assert f"{env_id}: a step prompt of {len(whole[0].prompt_ids)} tokens exceeds rollout.prompt_length=48" in caplog.text
+    assert "Raise data.max_prompt_length" in caplog.text

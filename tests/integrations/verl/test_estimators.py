@@ -153,6 +153,33 @@ def test_a_fresh_import_of_verl_loads_the_integration_through_the_plugin_entry_p
     assert out.stdout.split()[-2:] == ["True", "True"], out.stderr[-2000:]
 
 
+def test_the_plugin_loads_only_what_each_verl_process_imports():
+    # issue #21 (2.7): the plugin used to import verl's whole v1 trainer stack in every verl process (vLLM servers and
+    # FSDP actors included); now each part registers right after the verl module it extends is imported
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("VERL_USE_EXTERNAL_MODULES", "VERL_USE_EXTERNAL_PLUGINS")}
+    code = """
+import sys, verl
+report = lambda: print(*(m in sys.modules for m in ("empg_gym.integrations.verl", "verl.trainer.ppo.v1",
+                       "empg_gym.integrations.verl.trainer", "empg_gym.integrations.verl.agent_loop")))
+report()
+from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
+print(sorted(n for n in ADV_ESTIMATOR_REGISTRY if n in ("empg", "gigpo", "empg_gym_grpo")))
+from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
+print("empg_gym" in _agent_loop_registry)
+from verl.trainer.ppo.v1 import get_trainer_cls
+print(get_trainer_cls("empg_gym").__name__)
+report()
+"""
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True, text=True,
+                         check=True, stdin=subprocess.DEVNULL, cwd=os.path.dirname(__file__))
+    lines = out.stdout.splitlines()[-5:]
+    assert lines == ["True False False False", "['empg', 'empg_gym_grpo', 'gigpo']", "True", "GymStepTrainer",
+                     "True True True True"], out.stdout[-2000:] + out.stderr[-2000:]
+
+
 @pytest.mark.parametrize("estimator", ["empg", "gigpo", "empg_gym_grpo"])
 @pytest.mark.parametrize("seed", range(4))
 def test_verl_side_advantages_equal_ours(estimator, seed):

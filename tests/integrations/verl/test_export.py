@@ -89,3 +89,27 @@ def test_bad_arguments_say_what_to_do(tmp_path):
     with pytest.raises(ConfigError, match="env_kwargs is not JSON"):
         main(["export-verl", "--env", "EMPG-KeyDoor-v0", "--split", "train", "--out", str(tmp_path / "x.parquet"),
               "--env-kwargs", "{nope"], out=io.StringIO())
+
+
+def test_rows_carry_their_source_and_a_mismatch_is_named_at_startup_and_in_the_loop(harness, tmp_path):
+    # issue #21 (2.2): a worker whose env resolved other data than the export failed every episode, and verl stopped
+    # with "no materializable trajectories"; rows now carry the source, checked at start-up and on every reset
+    from empg_gym.integrations.verl.episodes import check_export_sources
+
+    rows = episode_rows("EMPG-KeyDoor-v0", "eval_in_distribution", n_tasks=2)
+    env = gym.make("EMPG-KeyDoor-v0")
+    _, info = env.reset(seed=0, options={"task_id": rows[0]["extra_info"]["task_id"]})
+    env.close()
+    assert {r["extra_info"]["source"] for r in rows} == {info["source"]} and info["source"]
+    good = write_parquet(rows, tmp_path / "good.parquet")
+    assert len(check_export_sources([good, tmp_path / "absent.parquet"])) == 1
+    for r in rows:
+        r["extra_info"]["source"] = "real"
+    bad = write_parquet(rows, tmp_path / "bad.parquet")
+    with pytest.raises(ConfigError, match=rf"exported from EMPG-KeyDoor-v0's 'real' data, but here the env resolved "
+                                          rf"'{info['source']}'"):
+        check_export_sources(str(bad))
+    row = harness.row("EMPG-KeyDoor-v0", rows[0]["extra_info"]["task_id"])
+    row["extra_info"]["source"] = "real"
+    with pytest.raises(ConfigError, match="but here the env resolved"):
+        harness.play(harness.Server(["<think>x</think><action>look</action>"] * 20), [row])

@@ -57,17 +57,30 @@ def verl_config(*overrides: str):
         return compose("ppo_trainer", overrides=["trainer.v1.trainer_mode=empg_gym", *overrides])
 
 
-def test_the_mode_is_verls_sync_trainer(tq):
+def test_the_mode_is_verls_sync_trainer(tq, caplog, tmp_path):
     from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
     from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
     config = verl_config("algorithm.adv_estimator=empg")
-    trainer = get_trainer_cls(config.trainer.v1.trainer_mode)(config)
+    with caplog.at_level("WARNING", logger="empg_gym.integrations.verl.trainer"):
+        trainer = get_trainer_cls(config.trainer.v1.trainer_mode)(config)
+    # the config verl prints says "sync": the log says our trainer is the one running (issue #21, 2.5)
+    assert "trainer_mode=empg_gym: empg_gym.integrations.verl.trainer.GymStepTrainer" in caplog.text
+    assert "adv_estimator=empg (step rows" in caplog.text
     assert isinstance(trainer, GymStepTrainer) and isinstance(trainer, PPOTrainerSync)
     assert trainer.trainer_mode == "sync" and type(trainer.replay_buffer) is ReplayBuffer
 
     with pytest.raises(ConfigError, match="bypass_mode=False"):
         GymStepTrainer(verl_config("algorithm.adv_estimator=empg", "algorithm.rollout_correction.bypass_mode=true"))
+
+    # an export whose data this machine resolves differently fails at start-up, naming both sources (issue #21, 2.2)
+    from empg_gym.integrations.verl import episode_rows, write_parquet
+
+    rows = episode_rows("EMPG-KeyDoor-v0", "train", n_tasks=1)
+    rows[0]["extra_info"]["source"] = "real"
+    bad = write_parquet(rows, tmp_path / "train.parquet")
+    with pytest.raises(ConfigError, match="exported from EMPG-KeyDoor-v0's 'real' data, but here the env resolved"):
+        GymStepTrainer(verl_config("algorithm.adv_estimator=empg", f"data.train_files={bad}"))
 
 
 def run_worker(tq, harness, prefix: str, lost_group: bool = False) -> dict[str, list]:
@@ -232,28 +245,33 @@ def test_verls_dapo_filter_drops_the_groups_our_trainer_drops(tq, harness, metri
     tq.kv_clear(keys=keys, partition_id="train")
 
 
-def script_overrides(script: str, tmp_path) -> list[str]:
+def script_overrides(script: str, tmp_path, *extra: str, **env_vars: str) -> list[str]:
     """The verl overrides an example launch script passes to ``verl.trainer.main_ppo`` (its PRINT_ARGS mode)."""
     import subprocess
 
-    env = {**os.environ, "PRINT_ARGS": "1", "DATA": str(tmp_path), "N_GPUS": "2"}
-    out = subprocess.run(["bash", os.path.join(EXAMPLES, script)], env=env, capture_output=True, text=True,
+    env = {k: v for k, v in os.environ.items() if k not in ("ALFWORLD_DATA", "SOURCE", "FAMILY", "ATTN")}
+    env.update({"PRINT_ARGS": "1", "DATA": str(tmp_path), "N_GPUS": "2", **env_vars})
+    out = subprocess.run(["bash", os.path.join(EXAMPLES, script), *extra], env=env, capture_output=True, text=True,
                          check=True, stdin=subprocess.DEVNULL)
     return out.stdout.splitlines()
 
 
-@pytest.mark.parametrize("script,estimator,clip_high,dapo", [
-    ("run_grpo.sh", "empg_gym_grpo", 0.2, False),
-    ("run_dapo.sh", "empg_gym_grpo", 0.28, True),
-    ("run_empg.sh", "empg", 0.2, False),
-    ("run_empg_dapo.sh", "empg", 0.28, True),
+@pytest.mark.parametrize("script,estimator,clip_high,dapo,family", [
+    ("run_grpo.sh", "empg_gym_grpo", 0.2, False, "alfworld"),
+    ("run_dapo.sh", "empg_gym_grpo", 0.28, True, "alfworld"),
+    ("run_empg.sh", "empg", 0.2, False, "alfworld"),
+    ("run_empg_dapo.sh", "empg", 0.28, True, "alfworld"),
+    ("run_gigpo.sh", "gigpo", 0.2, False, "alfworld"),
+    ("run_empg.sh", "empg", 0.2, False, "webshop"),
+    ("run_gigpo.sh", "gigpo", 0.2, False, "deepsearch"),
 ])
-def test_example_scripts_compose_a_valid_verl_config(tq, tmp_path, script, estimator, clip_high, dapo):
+def test_example_scripts_compose_a_valid_verl_config(tq, tmp_path, script, estimator, clip_high, dapo, family):
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.trainer.ppo.v1 import get_trainer_cls
     from verl.utils.config import validate_config
 
-    overrides = [o for o in script_overrides(script, tmp_path) if not o.startswith("trainer.v1.trainer_mode=")]
+    overrides = [o for o in script_overrides(script, tmp_path, FAMILY=family)
+                 if not o.startswith("trainer.v1.trainer_mode=")]
     config = verl_config(*overrides)
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     assert config.algorithm.adv_estimator == estimator and config.trainer.v1.trainer_mode == "empg_gym"
@@ -264,12 +282,33 @@ def test_example_scripts_compose_a_valid_verl_config(tq, tmp_path, script, estim
     assert (config.data.train_batch_size, config.actor_rollout_ref.rollout.n) == (16, 8)
     assert config.trainer.total_training_steps == 150
     assert bool(config.algorithm.filter_groups.enable) is dapo
+    # issue #21 (2.1): flash-attn is not installed by verl[vllm]; the scripts ask for sdpa and verl's padding-free
+    # path (which packs sequences, for flash-attn only) is off
+    model = config.actor_rollout_ref.model
+    assert model.override_config.attn_implementation == "sdpa" and model.use_remove_padding is False
+    # issue #21 (2.2, 2.4): the family's own files, and ALFWorld's source named in them
+    tag = {"alfworld": "alfworld_procedural"}.get(family, family)
+    assert config.data.train_files == str(tmp_path / f"{tag}_train.parquet")
+    assert config.data.max_prompt_length == (2048 if family == "alfworld" else 4096)
     ours = algorithm_for(estimator, config.algorithm)
     assert (ours.empg is not None) == (estimator == "empg") and ours.norm_by_std
     if ours.empg is not None:
         assert (ours.empg.k, ours.empg.k_next, ours.empg.zeta) == (1.0, 1.0, 0.05)
+    if estimator == "gigpo":
+        assert (ours.gigpo.omega, ours.gigpo.gamma) == (1.0, 0.95)
     trainer = get_trainer_cls(config.trainer.v1.trainer_mode)(config)
     assert trainer.trainer_mode == "sync" and (trainer.replay_buffer.filter_groups_metric == "won") is dapo
+
+
+def test_script_knobs_are_overridden_without_a_plus_and_flash_attn_is_one_variable(tq, tmp_path):
+    # issue #21 (2.6): the scripts add algorithm.empg.*, so a user's override is `algorithm.empg.zeta=...` (docs/verl.md)
+    overrides = script_overrides("run_empg.sh", tmp_path, "algorithm.empg.zeta=0.1", ATTN="flash_attention_2",
+                                 ALFWORLD_DATA=str(tmp_path))
+    config = verl_config(*[o for o in overrides if not o.startswith("trainer.v1.trainer_mode=")])
+    assert algorithm_for("empg", config.algorithm).empg.zeta == 0.1
+    model = config.actor_rollout_ref.model
+    assert model.override_config.attn_implementation == "flash_attention_2" and model.use_remove_padding is True
+    assert config.data.train_files == str(tmp_path / "alfworld_real_train.parquet")  # $ALFWORLD_DATA: real games
 
 
 def test_example_agent_loop_yaml_builds_the_loop_as_verls_worker_does(harness):
@@ -294,3 +333,25 @@ def test_example_agent_loop_yaml_builds_the_loop_as_verls_worker_does(harness):
     loop = asyncio.run(build())
     assert entry.name == "empg_gym" and isinstance(loop, GymAgentLoop)
     assert loop.settings == LoopSettings()  # the YAML writes out our trainer's defaults
+
+
+def test_gpu_smoke_verl_runs_compose_a_valid_config(tq, tmp_path):
+    # issue #21 (3): part (b) of scripts/gpu_smoke.py needs a GPU; its verl command lines are checked here
+    import importlib.util
+
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    spec = importlib.util.spec_from_file_location("gpu_smoke", os.path.join(EXAMPLES, "..", "..", "scripts",
+                                                                            "gpu_smoke.py"))
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    for name, estimator in (("empg", "empg"), ("gigpo", "gigpo"), ("empg_gym_grpo", "empg_gym_grpo"),
+                            ("dapo", "empg_gym_grpo")):
+        command = smoke.verl_command(name, tmp_path, tmp_path / "model", 1)
+        assert command[1:3] == ["-m", "verl.trainer.main_ppo"]
+        config = verl_config(*[o for o in command[3:] if not o.startswith("trainer.v1.trainer_mode=")])
+        validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+        assert config.algorithm.adv_estimator == estimator and config.trainer.total_training_steps == 2
+        assert bool(config.algorithm.filter_groups.enable) is (name == "dapo")
+        assert config.data.train_files == str(tmp_path / "keyrooms_train.parquet")
