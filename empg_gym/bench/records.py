@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -92,7 +91,9 @@ def run_curves(rows: list[dict[str, Any]], split: str, metric: str, x: str = "up
                ) -> dict[RunKey, list[tuple[float, float]]]:
     """Per run: its evaluations on ``split`` as ``(x, metric)`` points sorted by ``x`` (``update`` or ``env_steps``).
 
-    Rows without ``x`` or ``metric`` are left out.
+    Against ``env_steps`` an evaluation made for an env-step budget sits at that budget (``budget_env_steps``), the
+    others at the env steps played, so that every algorithm's curve has its points at the same budgets. Rows without
+    ``x`` or ``metric`` are left out.
 
     Example:
         >>> rows = [{"env": "E", "algo": "a", "seed": 0, "split": "s", "update": u, "success_rate": y}
@@ -102,8 +103,9 @@ def run_curves(rows: list[dict[str, Any]], split: str, metric: str, x: str = "up
     """
     curves: dict[RunKey, list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
-        if r["split"] == split and x in r and metric in r:
-            curves[run_key(r)].append((r[x], r[metric]))
+        at = r.get("budget_env_steps", r.get("env_steps")) if x == "env_steps" else r.get(x)
+        if r["split"] == split and at is not None and metric in r:
+            curves[run_key(r)].append((at, r[metric]))
     return {k: sorted(v) for k, v in curves.items()}
 
 
@@ -162,11 +164,10 @@ def scores_at_budget(rows: list[dict[str, Any]], split: str, metric: str, budget
         {('E', 'a', 0): (0.25, 120)}
     """
     out: dict[RunKey, tuple[float, float]] = {}
-    for key, points in run_curves(rows, split, metric, x="env_steps").items():
-        after = [(n, y) for n, y in points if n >= budget]
-        if after:
-            n, y = after[0]
-            out[key] = (y, n)
+    for r in sorted(rows, key=lambda r: r.get("update", 0.0)):
+        at = r.get("budget_env_steps", r.get("env_steps"))
+        if r["split"] == split and metric in r and at is not None and at >= budget and run_key(r) not in out:
+            out[run_key(r)] = (r[metric], r["env_steps"])
     return out
 
 
@@ -183,12 +184,3 @@ def by_algo(per_run: dict[RunKey, Any], env: str) -> dict[str, list[Any]]:
             out[algo].append(value)
     return dict(out)
 
-
-def finite(values: list[float]) -> list[float]:
-    """Drop NaNs (a metric a run did not record).
-
-    Example:
-        >>> finite([0.5, float("nan"), 1.0])
-        [0.5, 1.0]
-    """
-    return [v for v in values if not math.isnan(v)]
