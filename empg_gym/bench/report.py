@@ -381,12 +381,13 @@ def _setup_section(b: Bench) -> list[str]:
 
 def _metric_reason(b: Bench) -> str:
     if b.metric == SAMPLED:
-        return ("The headline is **sampled success** (each task played several times with the training temperature, "
+        return ("The headline is **sampled success** (each task played `samples_per_task` times with sampling, "
                 "success averaged): it scores a run on more episodes per task than greedy evaluation, so it measures "
                 "each run with less noise, and a run whose greedy choice flips on a few tasks does not swing between "
-                "0 and 1. Greedy success, what the paper reports, follows for comparison.")
-    return ("The headline is **greedy success** (one greedy episode per task, what the paper reports): these runs "
-            "were evaluated without sampled episodes (`eval_samples` = 0 or records from before it existed).")
+                "0 and 1. Greedy success (one greedy episode per task, the metric of the before/after table) follows "
+                "for comparison.")
+    return ("The headline is **greedy success** (one greedy episode per task): these runs were evaluated without "
+            "sampled episodes (`eval_samples` = 0, or records from before it existed).")
 
 
 def _headline_section(b: Bench) -> list[str]:

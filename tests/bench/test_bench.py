@@ -114,7 +114,7 @@ def test_report_states_iqm_probability_of_improvement_and_verdicts(bench_out):
                     "## Probability of improvement and verdicts (greedy success)",
                     "## Greedy success before and after training", "## Plots", "## EMPG diagnostics"):
         assert heading in text, heading
-    assert f"at {budget} env steps: IQM [95% CI]" in text and "what the paper reports" in text
+    assert f"at {budget} env steps: IQM [95% CI]" in text and "evaluated without sampled episodes" in text
     for split in ("eval_in_distribution", "eval_out_of_distribution"):
         finals = final_scores(rows, split, "success_rate")
         at = scores_at_budget(rows, split, "success_rate", budget)
