@@ -214,7 +214,9 @@ QUICK_PIPELINE = {
 #: policy reads the observation only (its prompt length sets the cost of an update on CPU); KL is off for every
 #: algorithm (a tiny policy trained from scratch has no reference worth staying near). DAPO draws at most 3 rollout
 #: batches per update (the only algorithm that resamples): once its policy wins every group, nothing is left to
-#: filter for, and each further round would otherwise draw 10 batches for nothing.
+#: filter for, and each further round would otherwise draw 10 batches for nothing. Every run is also evaluated at every
+#: 10,000 training env steps (an untrained update plays about 1,000), so the report compares the algorithms at the
+#: largest env-step budget every run reached as well as at the last update.
 QUICK = BenchConfig(
     envs=("EMPG-KeyRooms-v0",),
     algos=("grpo", "dapo", "empg"),
@@ -223,6 +225,7 @@ QUICK = BenchConfig(
     eval_splits=("eval_in_distribution", "eval_out_of_distribution"),
     eval_tasks=50,
     eval_every=25,
+    eval_every_env_steps=10_000,
     processes=2,
     threads_per_process=1,
     train={"model": "tiny-actions", "tasks_per_update": 8, "group_size": 8, "max_new_tokens": 1,

@@ -38,6 +38,11 @@ def test_budget_and_due_by_hand():
         BenchConfig(eval_every_env_steps=-5)
     with pytest.raises(ConfigError, match=r"set them on BenchConfig"):
         BenchConfig(train={"eval_every_env_steps": 10})
+    from empg_gym.cli import bench_config, build_parser
+
+    args = build_parser().parse_args(["bench", "--preset", "quick", "--eval-every", "5", "--eval-every-env-steps",
+                                      "4000", "--out", "x"])
+    assert (bench_config(args).eval_every, bench_config(args).eval_every_env_steps) == (5, 4000)
 
 
 def test_trainer_evaluates_when_env_steps_reach_each_budget(tmp_path):
