@@ -558,6 +558,9 @@ def _curve_plot(b: Bench, x: str, path: Path, plt: Any) -> Path:
                 line, = ax.plot(grid, iv.point, marker="o" if len(grid) < 15 else None, markersize=3,
                                 label=f"{algo}{f' {env}' if multi_env else ''} (n={len(curves)})")
                 ax.fill_between(grid, iv.low, iv.high, color=line.get_color(), alpha=0.2)
+            if x == "env_steps" and env in b.budgets:
+                ax.axvline(b.budgets[env], color="gray", linestyle=":", linewidth=1,
+                           label=f"matched budget{f' {env}' if multi_env else ''}: {b.budgets[env]}")
         ax.set_title(f"IQM {METRIC_NAMES[b.metric]}, {split}", fontsize=9)
         ax.set_xlabel("update" if x == "update" else "training env steps")
         ax.set_ylim(-0.05, 1.05)
