@@ -124,3 +124,22 @@ def test_curves_carry_a_stopped_run_forward_so_every_point_averages_the_same_run
 def test_a_section_is_one_entry():
     assert [s.__name__ for s in SECTIONS][:4] == ["_title_section", "_setup_section", "_headline_section",
                                                   "_improvement_section"]
+
+
+def test_the_same_records_give_the_same_report(tmp_path):
+    out = _bench(tmp_path, _rows())
+    first = write_report(out, reps=300).read_text()
+    assert write_report(out, reps=300).read_text() == first
+
+
+def test_the_package_does_not_import_rliable():
+    """rliable is the tests' reference, not a dependency: the statistics are the package's own."""
+    from pathlib import Path
+
+    import empg_gym
+
+    root = Path(empg_gym.__file__).parent
+    offenders = [p.name for p in root.rglob("*.py")
+                 if any(ln.lstrip().startswith(("import rliable", "from rliable"))
+                        for ln in p.read_text(encoding="utf-8").splitlines())]
+    assert offenders == [] and (root / "bench" / "stats.py").is_file()
