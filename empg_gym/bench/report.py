@@ -390,6 +390,14 @@ def _metric_reason(b: Bench) -> str:
             "sampled episodes (`eval_samples` = 0, or records from before it existed).")
 
 
+def _no_budget_reason(cfg: dict[str, Any]) -> str:
+    if cfg.get("eval_every_env_steps"):
+        return (f"No matched env-step column: some run played fewer than `eval_every_env_steps` = "
+                f"{cfg['eval_every_env_steps']} env steps (or its records predate env-step logging).")
+    return ("No matched env-step column: set `eval_every_env_steps` to compare the algorithms at the same number of "
+            "env steps played (DAPO plays more per update).")
+
+
 def _headline_section(b: Bench) -> list[str]:
     cfg = b.cfg
     md = ["", f"## Headline: {METRIC_NAMES[b.metric]} (IQM and mean over runs, 95% CIs)", "",
@@ -400,8 +408,7 @@ def _headline_section(b: Bench) -> list[str]:
           + (f"*At N env steps*: the first evaluation after the run had played N training env steps, N being the "
              f"largest multiple of `eval_every_env_steps` = {cfg['eval_every_env_steps']} that every run reached; "
              "this compares the algorithms at matched experience."
-             if b.budgets else "No matched env-step column: set `eval_every_env_steps` to compare the algorithms at "
-             "the same number of env steps played (DAPO plays more per update)."), "", _metric_reason(b)]
+             if b.budgets else _no_budget_reason(cfg)), "", _metric_reason(b)]
     metrics = [b.metric] + [m for m in (GREEDY, SAMPLED) if m != b.metric and any(m in r for r in b.rows)]
     for metric in metrics:
         if metric != b.metric:

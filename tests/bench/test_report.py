@@ -86,6 +86,9 @@ def test_report_headlines_sampled_success_and_shows_greedy_beside_it(tmp_path):
     iqm, mean = aggregates(finals["dapo"], reps=500)
     assert f"| dapo | 4 | {cell(iqm)} | {cell(mean)} | " in text
     assert "at 1000 env steps: IQM [95% CI]" in text
+    at = by_algo(scores_at_budget(rows, SPLIT, "success_sampled", 1000), "E")["dapo"]
+    b_iqm, b_mean = aggregates([y for y, _ in at], reps=500)
+    assert f"| {cell(b_iqm)} | {cell(b_mean)} | 1000 |" in text  # DAPO's budget evaluation came at 1000 env steps
     # DAPO wins at the final update; at the matched env-step budget it is level with GRPO
     lines = text.splitlines()
     final = lines.index(f"**E, {SPLIT}, final**")
