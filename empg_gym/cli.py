@@ -142,7 +142,9 @@ def bench_config(args: argparse.Namespace) -> Any:
     config = base.replace(envs=_csv(args.envs), algos=_csv(args.algos), seeds=_csv(args.seeds, int),
                           updates=args.steps, eval_tasks=args.eval_tasks, train=train,
                           eval_splits=_csv(getattr(args, "eval_splits", None)),
-                          task_type=getattr(args, "task_type", None), processes=getattr(args, "processes", None))
+                          task_type=getattr(args, "task_type", None), processes=getattr(args, "processes", None),
+                          eval_every=getattr(args, "eval_every", None),
+                          eval_every_env_steps=getattr(args, "eval_every_env_steps", None))
     if getattr(args, "sweep", None):
         from empg_gym.bench.sweep import parse_sweep
 
@@ -303,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="policy updates per run")
     p.add_argument("--eval-tasks", type=int, default=None, help="eval tasks per split")
     p.add_argument("--eval-splits", default=None, help="comma-separated splits evaluated after training")
+    p.add_argument("--eval-every", type=int, default=None, help="also evaluate every this many updates")
+    p.add_argument("--eval-every-env-steps", type=int, default=None,
+                   help="also evaluate each run when its training env steps reach each multiple of this (matched "
+                        "budgets: the report compares the algorithms at the largest one every run reached)")
     p.add_argument("--task-type", default=None, help="train and evaluate on tasks of this type only")
     p.add_argument("--config", default=None, help="a bench.json (rerun a report exactly) or a JSON/TOML of fields")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",

@@ -24,8 +24,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from empg_gym.bench.records import read_jsonl, run_dir
 from empg_gym.bench.report import fmt, read_results, summary_table
-from empg_gym.bench.runner import read_jsonl, run_dir
 from empg_gym.cli import main
 
 #: name -> (question, extra ``empg-gym bench`` arguments)
@@ -120,7 +120,7 @@ def write_doc(out: Path, doc: Path, seeds: str) -> None:
         args = command(name, Path("runs/research"), seeds, None)
         md += [f"## {name}: {question}", "", f"```bash\nempg-gym {' '.join(args)}\n```", ""] + table(folder)
         md += ["", reading(folder), ""]
-        for plot in ("eval_success.png", "sweep_tradeoff.png", "empg_diagnostics.png"):
+        for plot in ("sample_efficiency_update.png", "sweep_tradeoff.png", "empg_diagnostics.png"):
             if (folder / plot).is_file():
                 shutil.copyfile(folder / plot, img / f"{name}_{plot}")
                 md.append(f"![{name} {plot[:-4]}](img/empg_research/{name}_{plot})")

@@ -76,6 +76,9 @@ class TrainConfig:
         vectorization: ``sync`` steps the envs in this process; ``async`` runs one process per env.
         seed: Seeds tasks, env resets, sampling and initial weights of tiny models.
         eval_every: Evaluate on ``eval_split`` every this many updates (0: only at the end when ``eval_tasks``).
+        eval_every_env_steps: Also evaluate after the first update at which the training env steps played so far
+            reach each multiple of this (0: no env-step schedule); algorithms that play more env steps per update
+            (DAPO's dynamic sampling) are so evaluated at the same budgets of env steps as the others.
         eval_split: Split evaluated.
         eval_tasks: Tasks evaluated (the first ``eval_tasks`` ids of the split, in order; 0: no evaluation).
         checkpoint_every: Write a checkpoint every this many updates (and at the end).
@@ -114,6 +117,7 @@ class TrainConfig:
     vectorization: Literal["sync", "async"] = "sync"
     seed: int = 0
     eval_every: int = 0
+    eval_every_env_steps: int = 0
     eval_split: str = "eval_in_distribution"
     eval_tasks: int = 0
     checkpoint_every: int = 10
@@ -145,7 +149,7 @@ class TrainConfig:
             raise ConfigError(f"temperature={self.temperature} must be > 0.")
         if self.vectorization not in ("sync", "async"):
             raise ConfigError(f"vectorization={self.vectorization!r} must be 'sync' or 'async'.")
-        for name in ("eval_every", "eval_tasks", "history_length"):
+        for name in ("eval_every", "eval_every_env_steps", "eval_tasks", "history_length"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0.")
         if self.prompt_template is not None:

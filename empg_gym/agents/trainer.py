@@ -66,6 +66,33 @@ CHECKPOINT = "checkpoint"
 SLOW_UPDATE_S = 3600.0
 
 
+# ------------------------------------------------------------------------------------------- eval schedule
+def eval_budget(env_steps: int, every_env_steps: int, evaluated: int) -> int | None:
+    """Return the env-step budget an evaluation now stands for, or ``None`` when no new one was reached.
+
+    That is the largest multiple of ``every_env_steps`` that ``env_steps`` has reached and that is above the last
+    budget ``evaluated`` (one update may cross several: the evaluation stands for the largest). 0 turns it off.
+
+    Example:
+        >>> eval_budget(130, 100, 0), eval_budget(180, 100, 100), eval_budget(420, 100, 100), eval_budget(50, 0, 0)
+        (100, None, 400, None)
+    """
+    if every_env_steps <= 0:
+        return None
+    budget = env_steps // every_env_steps * every_env_steps
+    return budget if budget > evaluated else None
+
+
+def eval_due(update: int, every: int, budget: int | None) -> bool:
+    """Whether to evaluate after ``update``: every ``every`` updates (0: never) or when a budget was reached.
+
+    Example:
+        >>> eval_due(10, 5, None), eval_due(7, 5, None), eval_due(7, 0, 300)
+        (True, False, True)
+    """
+    return bool(every and update % every == 0) or budget is not None
+
+
 # ------------------------------------------------------------------------------------------- construction
 def build_policy(config: TrainConfig) -> Any:
     """Return the :class:`~empg_gym.agents.policy.LLMPolicy` that ``config.model`` names."""
@@ -341,6 +368,7 @@ class Trainer:
         self.update_step = 0
         self.rollout_batches = 0  # rollout batches drawn so far (DAPO may draw several per update)
         self.env_steps = 0  # env steps played so far (training rollouts only)
+        self.evaluated_budget = 0  # the largest env-step budget evaluated so far (eval_every_env_steps)
         self._attempt = 0  # rollout batches drawn for the update in progress
         self._skipped = 0  # DAPO rounds without an informative group since the last update
         (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1, default=str))
@@ -374,8 +402,7 @@ class Trainer:
                     if self.algo.filter_groups:
                         metrics["dapo/skipped_rounds"] = float(self._skipped)
                     self._skipped = 0
-                    if cfg.eval_tasks and cfg.eval_every and self.update_step % cfg.eval_every == 0:
-                        metrics.update(self.evaluate(cfg.eval_tasks))
+                    self.after_update(metrics)
                     self.metrics.log(self.update_step, metrics)
                     history.append(metrics)
                     if self.update_step % cfg.checkpoint_every == 0 or self.update_step == cfg.updates:
@@ -392,6 +419,23 @@ class Trainer:
         finally:
             self.metrics.close()
         return history
+
+    def after_update(self, metrics: dict[str, float]) -> None:
+        """Evaluate the policy just updated when the schedule says so, adding the results to ``metrics``.
+
+        The schedule: every ``eval_every`` updates, and after the first update at which the env steps played reach
+        each multiple of ``eval_every_env_steps`` (:func:`eval_budget`); ``eval/env_steps`` records the env steps
+        actually played and ``eval/budget_env_steps`` the budget an evaluation stands for. A bench overrides this.
+        """
+        cfg = self.config
+        budget = eval_budget(self.env_steps, cfg.eval_every_env_steps, self.evaluated_budget)
+        if budget is not None:
+            self.evaluated_budget = budget
+        if cfg.eval_tasks and eval_due(self.update_step, cfg.eval_every, budget):
+            metrics.update(self.evaluate(cfg.eval_tasks))
+            metrics["eval/env_steps"] = float(self.env_steps)
+            if budget is not None:
+                metrics["eval/budget_env_steps"] = float(budget)
 
     # ---------------------------------------------------------------------------------------------- time
     def preflight(self) -> UpdateEstimate:
@@ -685,6 +729,8 @@ class Trainer:
         self.update_step = int(state["update"])
         self.rollout_batches = int(state.get("rollout_batches", self.update_step))
         self.env_steps = int(state.get("env_steps", 0))
+        every = self.config.eval_every_env_steps
+        self.evaluated_budget = self.env_steps // every * every if every else 0  # evaluated before the checkpoint
         self._attempt = int(state.get("attempt", 0))
         self._skipped = int(state.get("skipped_rounds", 0))
         logger.info("resumed from %s at update %d", path, self.update_step)

@@ -36,6 +36,10 @@ class BenchConfig:
         task_type: Train and evaluate only on tasks of this type (``None``: all); applied by the bench, not the env.
         train: Other :class:`~empg_gym.agents.config.TrainConfig` fields shared by every run.
         eval_every: Also evaluate every this many updates (0: only before training, update 0, and after the last).
+        eval_every_env_steps: Also evaluate after the first update at which a run's training env steps reach each
+            multiple of this (0: none), so that every algorithm is evaluated at the same env-step budgets (DAPO plays
+            up to ``max_resample_batches`` rollout batches per update); the report compares the algorithms at the
+            largest budget every run reached.
         processes: Runs trained at a time, each in a fresh worker process (0: one after another in this process).
         threads_per_process: Torch threads of each worker (``None``: the CPU count divided by ``processes``).
         pipeline_check: Fields of a second, small :class:`BenchConfig` run after this one (e.g. the embedded LLM
@@ -57,6 +61,7 @@ class BenchConfig:
     task_type: str | None = None
     train: Mapping[str, Any] = field(default_factory=dict)
     eval_every: int = 0
+    eval_every_env_steps: int = 0
     processes: int = 0
     threads_per_process: int | None = None
     pipeline_check: Mapping[str, Any] | None = None
@@ -74,13 +79,14 @@ class BenchConfig:
             raise ConfigError(f"updates={self.updates!r} must be a positive int.")
         if not isinstance(self.eval_tasks, int) or self.eval_tasks < 1:
             raise ConfigError(f"eval_tasks={self.eval_tasks!r} must be a positive int.")
-        for name in ("eval_every", "processes"):
+        for name in ("eval_every", "eval_every_env_steps", "processes"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be an int >= 0.")
         if self.threads_per_process is not None and self.threads_per_process < 1:
             raise ConfigError(f"threads_per_process={self.threads_per_process!r} must be >= 1 or None.")
         self.pipeline()  # a bad pipeline check fails now, not after the main runs
-        reserved = {"env_id", "algo", "seed", "updates", "eval_tasks", "eval_every"} & set(self.train)
+        reserved = {"env_id", "algo", "seed", "updates", "eval_tasks", "eval_every", "eval_every_env_steps"} & set(
+            self.train)
         if reserved:
             raise ConfigError(f"train={dict(self.train)!r} sets {sorted(reserved)}; set them on BenchConfig.")
         if self.sweep is not None:
@@ -131,7 +137,7 @@ class BenchConfig:
         for key, value in variant.train_overrides().items():
             fields_[key] = {**dict(fields_.get(key) or {}), **value} if isinstance(value, dict) else value
         return TrainConfig(**{**fields_, "env_id": env_id, "algo": variant.algo, "seed": seed,
-                              "updates": self.updates, "eval_tasks": 0, "eval_every": 0})
+                              "updates": self.updates, "eval_tasks": 0, "eval_every": 0, "eval_every_env_steps": 0})
 
     def pipeline(self) -> BenchConfig | None:
         """Return the pipeline check as a :class:`BenchConfig` (``None`` when there is none)."""
@@ -208,7 +214,9 @@ QUICK_PIPELINE = {
 #: policy reads the observation only (its prompt length sets the cost of an update on CPU); KL is off for every
 #: algorithm (a tiny policy trained from scratch has no reference worth staying near). DAPO draws at most 3 rollout
 #: batches per update (the only algorithm that resamples): once its policy wins every group, nothing is left to
-#: filter for, and each further round would otherwise draw 10 batches for nothing.
+#: filter for, and each further round would otherwise draw 10 batches for nothing. Every run is also evaluated at every
+#: 10,000 training env steps (an untrained update plays about 1,000), so the report compares the algorithms at the
+#: largest env-step budget every run reached as well as at the last update.
 QUICK = BenchConfig(
     envs=("EMPG-KeyRooms-v0",),
     algos=("grpo", "dapo", "empg"),
@@ -217,6 +225,7 @@ QUICK = BenchConfig(
     eval_splits=("eval_in_distribution", "eval_out_of_distribution"),
     eval_tasks=50,
     eval_every=25,
+    eval_every_env_steps=10_000,
     processes=2,
     threads_per_process=1,
     train={"model": "tiny-actions", "tasks_per_update": 8, "group_size": 8, "max_new_tokens": 1,

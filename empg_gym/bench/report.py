@@ -1,26 +1,65 @@
-"""The bench report: ``report.md`` (greedy success before/after, mean ± 95% CI over seeds) and PNG plots.
+"""The bench report: ``report.md`` and its PNG plots, from ``results.csv`` and the runs' records.
 
-Every number in ``report.md`` is computed from ``results.csv`` and the runs' ``diagnostics.jsonl``.
+The comparison follows rliable (Agarwal et al., NeurIPS 2021; :mod:`empg_gym.bench.stats`): one score per run and
+eval split; IQM and mean over runs with stratified-bootstrap 95% CIs, at the final update and at the largest env-step
+budget every run reached (``eval_every_env_steps``); the probability of improvement ``P(X > Y)`` with its CI for
+every pair of algorithms and a verdict ("X > Y" only when that CI excludes 1/2, else unresolved with the seeds the
+observed difference would need at 80% power); performance profiles; sample-efficiency curves (IQM vs update and vs
+env steps) in which every point averages the same runs, a run that stopped early carrying its last evaluation forward.
+Every number comes from a tested function over the run records (:mod:`empg_gym.bench.records`); intervals are
+seeded, so the same records give the same report.
 
-Plots (matplotlib, Agg backend): greedy success vs update on each eval split and training success vs update (mean
-over seeds with a shaded 95% CI band per algorithm), KL to the reference, policy entropy, and EMPG diagnostics
-(step entropy of successful vs failed trajectories, the ``g`` and ``f`` distributions of the EMPG runs, and the
-success rate of steps binned by their entropy).
+The report is the concatenation of :data:`SECTIONS`, each a function of a :class:`Bench` returning Markdown lines:
+adding a section is adding one entry.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from empg_gym.bench.runner import DIAGNOSTICS, PIPELINE, RESULTS_CSV, read_jsonl, run_dir
+import numpy as np
+
+from empg_gym.bench.records import (
+    DIAGNOSTICS,
+    GREEDY,
+    PIPELINE,
+    RESULTS_CSV,
+    SAMPLED,
+    by_algo,
+    final_scores,
+    has_metric,
+    matched_budget,
+    read_jsonl,
+    read_results,
+    run_curves,
+    run_dir,
+    scores_at_budget,
+)
+from empg_gym.bench.stats import (
+    REPS,
+    Comparison,
+    Interval,
+    aggregate_iqm,
+    aggregate_mean,
+    area_under_curve,
+    carry_forward,
+    compare,
+    interval_estimate,
+    score_distribution,
+    verdict,
+)
 
 logger = logging.getLogger(__name__)
+__all__ = ["read_results", "write_report"]
 
 #: Curves plotted against the update step: (file name, metrics.jsonl key, axis label).
 CURVES = (
@@ -32,23 +71,175 @@ CURVES = (
 #: Two-sided 95% Student-t quantiles t(0.975, df) for df = 1..30 (beyond: the normal 1.96).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+METRIC_NAMES = {GREEDY: "greedy success", SAMPLED: "sampled success"}
+SHORT_SPLITS = {"eval_in_distribution": "ID", "eval_out_of_distribution": "OOD", "train": "train"}
+#: Thresholds of the performance profiles (success rates lie in [0, 1]).
+TAUS = np.linspace(0.0, 1.0, 51)
+CARRY_NOTE = "a run that stopped early carries its last evaluation forward, so every point averages the same runs"
 
 
-def read_results(out: Path) -> list[dict[str, Any]]:
-    """Return the rows of ``results.csv`` with numbers parsed (empty cells dropped)."""
-    rows = []
-    with open(out / RESULTS_CSV, newline="", encoding="utf-8") as f:
-        for raw in csv.DictReader(f):
-            row: dict[str, Any] = {}
-            for key, value in raw.items():
-                if value in ("", None):
-                    continue
-                try:
-                    row[key] = float(value) if key not in ("env", "split", "algo", "source") else value
-                except ValueError:
-                    row[key] = value
-            rows.append(row)
-    return rows
+# ------------------------------------------------------------------------------------------------ the bench
+@dataclass(frozen=True)
+class Bench:
+    """What every section reads: the bench folder, its ``bench.json`` and its ``results.csv`` rows."""
+
+    out: Path
+    meta: dict[str, Any]
+    rows: list[dict[str, Any]] = field(repr=False)
+    reps: int = REPS
+
+    @classmethod
+    def load(cls, out: Path, reps: int = REPS) -> Bench:
+        """Read the bench in ``out`` (its ``bench.json`` and ``results.csv``)."""
+        meta = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+        rows = read_results(out) if (out / RESULTS_CSV).is_file() else []
+        return cls(out, meta, rows, reps)
+
+    @property
+    def cfg(self) -> dict[str, Any]:
+        return dict(self.meta["config"])
+
+    @property
+    def labels(self) -> list[str]:
+        """The bench's runs per seed: its algorithms, or with a sweep every algorithm × setting."""
+        return list(self.meta.get("labels") or self.cfg["algos"])
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.cfg["eval_splits"])
+
+    @cached_property
+    def metric(self) -> str:
+        """The headline metric (:func:`headline_metric`)."""
+        return headline_metric(self.rows)
+
+    @cached_property
+    def budgets(self) -> dict[str, int]:
+        """Per env: the largest env-step budget every run reached (none without ``eval_every_env_steps``)."""
+        return matched_budget(self.rows, int(self.cfg.get("eval_every_env_steps") or 0))
+
+    def runs(self) -> list[tuple[str, str, int, Path]]:
+        """Every ``(env, algo, seed, folder)`` of the bench."""
+        cfg = self.cfg
+        return [(e, a, s, run_dir(self.out, e, a, s)) for e in cfg["envs"] for a in self.labels for s in cfg["seeds"]]
+
+
+def headline_metric(rows: list[dict[str, Any]]) -> str:
+    """Return the metric the report headlines: sampled success when every evaluation has it, else greedy success.
+
+    Example:
+        >>> headline_metric([{"success_rate": 0.5, "success_sampled": 0.4}]), headline_metric([{"success_rate": 1.0}])
+        ('success_sampled', 'success_rate')
+    """
+    return SAMPLED if has_metric(rows, SAMPLED) else GREEDY
+
+
+# --------------------------------------------------------------------------------------- numbers (tested)
+def cell(iv: Interval) -> str:
+    """Format a point estimate and its interval as ``0.512 [0.401, 0.620]``.
+
+    Example:
+        >>> cell(Interval(0.5, 0.25, 0.75))
+        '0.500 [0.250, 0.750]'
+    """
+    return f"{float(iv.point):.3f} [{float(iv.low):.3f}, {float(iv.high):.3f}]"
+
+
+def aggregates(scores: list[float], reps: int = REPS) -> tuple[Interval, Interval]:
+    """IQM and mean of one score per run, each with its stratified-bootstrap 95% interval.
+
+    Example:
+        >>> iqm, mean = aggregates([0.0, 0.5, 0.5, 1.0], reps=200)
+        >>> float(iqm.point), float(mean.point)
+        (0.5, 0.5)
+    """
+    m = [[s] for s in scores]
+    return interval_estimate(aggregate_iqm, m, reps=reps), interval_estimate(aggregate_mean, m, reps=reps)
+
+
+def headline_table(rows: list[dict[str, Any]], env: str, split: str, metric: str, labels: list[str], *,
+                   updates: float, budget: int | None = None, reps: int = REPS) -> tuple[list[str], list[list[str]]]:
+    """Return ``(header, lines)``: per algorithm, ``metric`` on ``split`` aggregated over its runs.
+
+    Columns: runs; IQM and mean [95% CI] of the final score (the last evaluated update); IQM of the area under the
+    eval curve (:func:`~empg_gym.bench.stats.area_under_curve` over updates ``0..updates``, a run that stopped early
+    holding its last evaluation); with ``budget``, IQM and mean of the score at that many env steps
+    (:func:`~empg_gym.bench.records.scores_at_budget`) and the env steps the runs had actually played then (mean).
+    """
+    finals = by_algo(final_scores(rows, split, metric), env)
+    areas = by_algo({k: area_under_curve(c, x_end=updates) for k, c in run_curves(rows, split, metric).items()}, env)
+    at = by_algo(scores_at_budget(rows, split, metric, budget), env) if budget else {}
+    header = ["algo", "runs", "final: IQM [95% CI]", "final: mean [95% CI]", "area under curve: IQM [95% CI]"]
+    if budget:
+        header += [f"at {budget} env steps: IQM [95% CI]", f"at {budget} env steps: mean [95% CI]",
+                   "env steps played then (mean)"]
+    lines = []
+    for algo in [a for a in labels if a in finals]:
+        iqm, mean = aggregates(finals[algo], reps)
+        line = [algo, str(len(finals[algo])), cell(iqm), cell(mean), cell(aggregates(areas[algo], reps)[0])]
+        if budget:
+            pairs = at.get(algo, [])
+            if pairs:
+                b_iqm, b_mean = aggregates([y for y, _ in pairs], reps)
+                line += [cell(b_iqm), cell(b_mean), f"{sum(n for _, n in pairs) / len(pairs):.0f}"]
+            else:
+                line += ["–", "–", "–"]
+        lines.append(line)
+    return header, lines
+
+
+def pairwise(per_algo: dict[str, list[float]], labels: list[str], reps: int = REPS) -> list[Comparison]:
+    """Compare every pair of algorithms (in ``labels`` order) by their per-run scores.
+
+    Example:
+        >>> [(c.x, c.y, c.p) for c in pairwise({"a": [1.0, 1.0], "b": [0.0, 1.0], "c": [0.0, 0.0]},
+        ...                                    ["a", "b", "c"], reps=100)]
+        [('a', 'b', 0.75), ('a', 'c', 1.0), ('b', 'c', 0.75)]
+    """
+    present = [a for a in labels if per_algo.get(a)]
+    return [compare(x, per_algo[x], y, per_algo[y], reps=reps) for x, y in combinations(present, 2)]
+
+
+def improvement_table(comparisons: list[Comparison]) -> tuple[list[str], list[list[str]]]:
+    """Return ``(header, lines)``: per pair, ``P(X > Y)`` [95% CI], the difference of means and the verdict.
+
+    Example:
+        >>> improvement_table([Comparison("a", "b", 0.6, 0.4, 0.8, 0.1, 30, (5, 5))])[1]
+        [['a', 'b', '5 / 5', '0.600 [0.400, 0.800]', '+0.100', 'unresolved (needs ~30 seeds per algorithm)']]
+    """
+    header = ["X", "Y", "runs", "P(X > Y) [95% CI]", "mean X − Y", "verdict"]
+    return header, [[c.x, c.y, f"{c.runs[0]} / {c.runs[1]}", cell(Interval(c.p, c.low, c.high)), f"{c.diff:+.3f}",
+                     verdict(c)] for c in comparisons]
+
+
+def _iqm_per_column(m: np.ndarray) -> np.ndarray:
+    """IQM over runs of each column: ``(..., runs, X) -> (..., X)``."""
+    return aggregate_iqm(np.swapaxes(m, -1, -2)[..., None])
+
+
+def iqm_curve(curves: list[list[tuple[float, float]]], reps: int = REPS) -> tuple[list[float], Interval]:
+    """IQM over runs at every x any run was evaluated at, with 95% bootstrap bands; each run carried forward.
+
+    Returns the grid and an :class:`~empg_gym.bench.stats.Interval` of arrays over it; every point averages the same
+    runs (:func:`~empg_gym.bench.stats.carry_forward`).
+
+    Example:
+        >>> grid, iv = iqm_curve([[(0, 0.0), (10, 1.0)], [(0, 0.0), (5, 0.5)]], reps=100)
+        >>> grid, iv.point.tolist()
+        ([0, 5, 10], [0.0, 0.25, 0.75])
+    """
+    grid = sorted({x for c in curves for x, _ in c})
+    return grid, interval_estimate(_iqm_per_column, carry_forward(curves, grid), reps=reps)
+
+
+def profile(scores: list[float], reps: int = REPS) -> Interval:
+    """Return the performance profile of one score per run at :data:`TAUS`, with 95% bootstrap bands.
+
+    Example:
+        >>> profile([0.0, 0.5, 1.0], reps=100).point[[0, 25, 50]].tolist()  # tau = 0, 0.5, 1
+        [0.6666666666666666, 0.3333333333333333, 0.0]
+    """
+    return interval_estimate(lambda m: score_distribution(m, TAUS), [[s] for s in scores], reps=reps)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -119,10 +310,9 @@ def summary_table(rows: list[dict[str, Any]], splits: list[str]) -> tuple[list[s
             cells[key][(r["split"], "after")].append((r["seed"], r["success_rate"]))
             cells[key]["seeds"].append(r["seed"])
             cells[key]["applied"].append((r["seed"], r.get("applied_updates"), r.get("updates")))
-    short = {"eval_in_distribution": "ID", "eval_out_of_distribution": "OOD", "train": "train"}
     header = ["env", "algo", "seeds"]
     for sp in splits:
-        name = short.get(sp, sp)
+        name = SHORT_SPLITS.get(sp, sp)
         header += [f"{name} before", f"{name} after", f"{name} Δ"]
     header.append("updates applied")
     lines = []
@@ -139,64 +329,48 @@ def summary_table(rows: list[dict[str, Any]], splits: list[str]) -> tuple[list[s
     return header, lines
 
 
-def write_report(out: Path) -> Path:
+def _table(header: list[str], lines: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(ln) + " |"
+                                                                           for ln in lines]
+
+
+# ---------------------------------------------------------------------------------------------- sections
+Section = Callable[[Bench], list[str]]
+
+
+def write_report(out: Path, reps: int = REPS) -> Path:
     """Write ``report.md`` and the plots for the bench in ``out``; return the report's path."""
     out = Path(out)
-    meta = json.loads((out / "bench.json").read_text(encoding="utf-8"))
-    rows = read_results(out)
-    cfg = meta["config"]
-    plots = write_plots(out, meta)
-    md = ["# empg-gym bench report", ""]
-    if cfg.get("demonstration", True):
-        md += ["> **A demonstration of the pipeline, not a paper result.** The runs are far too short and too few "
-               "to rank the algorithms; differences below are noise. Use the `paper` preset on a GPU for that.", ""]
-    md += _setup_lines(cfg, meta, rows)
-    header, lines = summary_table(rows, list(cfg["eval_splits"]))
-    n_seeds = len(cfg["seeds"])
-    md += ["", f"## Greedy success before and after training (mean ± 95% CI over {n_seeds} seed(s))", "",
-           "Before = the untrained policy (update 0), after = the last update; each run evaluates the first "
-           f"{cfg['eval_tasks']} tasks of each split once, greedily. The CI is Student's t over seeds (a run's "
-           "success is one number per seed); Δ is the per-seed change.", "",
-           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(line) + " |" for line in lines]
-    md += ["", "`success` is the fraction of tasks won. For ALFWorld, KeyDoor and KeyRooms the env's score is the success itself; "
-           "WebShop's score is the purchase's attribute/option/price/type match, Deep Search's the exact match (EM) "
-           "of the answer (both in `results.csv`)."]
-    if any(r.get("applied_updates", 0) < r.get("updates", 0) for r in rows):
-        md += ["", "Fewer updates applied than budgeted: a run that filters groups (DAPO's dynamic sampling) trains only "
-               "on groups whose rewards differ, so a round in which every group was all won (or all lost) is not an "
-               "update, and the run stops once its rollout budget (updates × max_resample_batches) is spent. A DAPO "
-               "run that wins every group early applies fewer updates; its 'after' is its last update."]
-    secs = sorted({(r["env"], r["algo"], r["seed"]): r["train_seconds"] for r in rows
-                   if "train_seconds" in r}.values())
-    if secs:
-        md += ["", f"Training time per run: median {secs[len(secs) // 2]:.0f} s (min {secs[0]:.0f}, max "
-               f"{secs[-1]:.0f}), evaluations excluded."]
-    if cfg.get("sweep"):
-        md += _sweep_lines(cfg, rows)
-    diag = _diagnostics_lines(out, meta)
-    md += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    md += diag
-    if (out / PIPELINE / "bench.json").is_file() and (out / PIPELINE / RESULTS_CSV).is_file():
-        md += _pipeline_section(out / PIPELINE)
-    md += ["", "Rerun exactly (every setting above is in `bench.json`): `empg-gym bench --config bench.json --out DIR`",
-           ""]
+    bench = Bench.load(out, reps)
+    md = [line for section in SECTIONS for line in section(bench)]
     path = out / "report.md"
-    path.write_text("\n".join(md), encoding="utf-8")
+    path.write_text("\n".join(md) + "\n", encoding="utf-8")
     return path
 
 
-def _setup_lines(cfg: dict[str, Any], meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
-    sources = sorted({r.get("source", "") for r in rows} - {""})
-    evals = "before training, " + (f"every {cfg['eval_every']} updates, " if cfg.get("eval_every") else "") + \
-        "and after the last"
+def _title_section(b: Bench) -> list[str]:
+    md = ["# empg-gym bench report", ""]
+    if b.cfg.get("demonstration", True):
+        md += ["> **A demonstration of the pipeline, not a paper result.** The runs are far too short and too few "
+               "to rank the algorithms; differences below are noise. Use the `paper` preset on a GPU for that.", ""]
+    return md
+
+
+def _setup_section(b: Bench) -> list[str]:
+    cfg, meta = b.cfg, b.meta
+    sources = sorted({r.get("source", "") for r in b.rows} - {""})
+    evals = "before training, " + (f"every {cfg['eval_every']} updates, " if cfg.get("eval_every") else "") + (
+        f"after the first update that reaches each multiple of {cfg['eval_every_env_steps']} training env steps, "
+        if cfg.get("eval_every_env_steps") else "") + "and after the last"
+    samples = int(cfg.get("eval_samples") or 0)
+    how = "greedily" + (f" and with {samples} sampled episodes per task" if samples else "")
     return [
         "## Setup", "",
         f"- Envs: {', '.join(cfg['envs'])} (task source: {', '.join(sources) or 'unknown'})"
         + (f"; tasks restricted to type `{cfg['task_type']}`" if cfg.get("task_type") else ""),
-        f"- Algorithms: {', '.join(_labels(meta))}; seeds: {', '.join(map(str, cfg['seeds']))}",
-        f"- Budget: {cfg['updates']} updates per run; greedy eval on the first {cfg['eval_tasks']} tasks of "
-        f"{', '.join(cfg['eval_splits'])}, {evals}",
+        f"- Algorithms: {', '.join(b.labels)}; seeds: {', '.join(map(str, cfg['seeds']))}",
+        f"- Budget: {cfg['updates']} updates per run; eval on the first {cfg['eval_tasks']} tasks of "
+        f"{', '.join(cfg['eval_splits'])}, {how}, {evals}",
         f"- Training settings: `{json.dumps(cfg['train'], sort_keys=True)}`",
         f"- Model: `{cfg['train'].get('model', 'smollm2-135m')}`",
         f"- Hardware needed: {cfg.get('hardware', '')}; ran on: {meta['hardware']['cpu_count']} CPUs "
@@ -205,7 +379,121 @@ def _setup_lines(cfg: dict[str, Any], meta: dict[str, Any], rows: list[dict[str,
     ]
 
 
-def _pipeline_section(folder: Path) -> list[str]:
+def _metric_reason(b: Bench) -> str:
+    if b.metric == SAMPLED:
+        return ("The headline is **sampled success** (each task played `samples_per_task` times with sampling, "
+                "success averaged): it scores a run on more episodes per task than greedy evaluation, so it measures "
+                "each run with less noise, and a run whose greedy choice flips on a few tasks does not swing between "
+                "0 and 1. Greedy success (one greedy episode per task, the metric of the before/after table) follows "
+                "for comparison.")
+    return ("The headline is **greedy success** (one greedy episode per task): these runs were evaluated without "
+            "sampled episodes (`eval_samples` = 0, or records from before it existed).")
+
+
+def _no_budget_reason(cfg: dict[str, Any]) -> str:
+    if cfg.get("eval_every_env_steps"):
+        return (f"No matched env-step column: some run played fewer than `eval_every_env_steps` = "
+                f"{cfg['eval_every_env_steps']} env steps (or its records predate env-step logging).")
+    return ("No matched env-step column: set `eval_every_env_steps` to compare the algorithms at the same number of "
+            "env steps played (DAPO plays more per update).")
+
+
+def _headline_section(b: Bench) -> list[str]:
+    cfg = b.cfg
+    md = ["", f"## Headline: {METRIC_NAMES[b.metric]} (IQM and mean over runs, 95% CIs)", "",
+          "One score per run and eval split; IQM (the mean of the middle 50% of runs) and mean with stratified-"
+          f"bootstrap 95% CIs ({b.reps} resamples, rliable's protocol). *Final*: the run's last evaluated update "
+          "(a DAPO run that spent its rollout budget stops early). *Area under curve*: the mean height of the run's "
+          f"eval curve over updates 0–{cfg['updates']}. "
+          + (f"*At N env steps*: the first evaluation after the run had played N training env steps, N being the "
+             f"largest multiple of `eval_every_env_steps` = {cfg['eval_every_env_steps']} that every run reached; "
+             "this compares the algorithms at matched experience."
+             if b.budgets else _no_budget_reason(cfg)), "", _metric_reason(b)]
+    metrics = [b.metric] + [m for m in (GREEDY, SAMPLED) if m != b.metric and any(m in r for r in b.rows)]
+    for metric in metrics:
+        if metric != b.metric:
+            md += ["", f"### {METRIC_NAMES[metric].capitalize()} (for comparison)"]
+        for env in cfg["envs"]:
+            for split in b.splits:
+                header, lines = headline_table(b.rows, env, split, metric, b.labels, updates=cfg["updates"],
+                                               budget=b.budgets.get(env), reps=b.reps)
+                if lines:
+                    md += ["", f"**{env}, {split}, {METRIC_NAMES[metric]}**", "", *_table(header, lines)]
+    return md
+
+
+def _improvement_section(b: Bench) -> list[str]:
+    if len(b.labels) < 2:
+        return []
+    md = ["", f"## Probability of improvement and verdicts ({METRIC_NAMES[b.metric]})", "",
+          "`P(X > Y)`: the chance that a random run of X scores above a random run of Y (ties count 1/2), with its "
+          "stratified-bootstrap 95% CI. The verdict says \"X > Y\" only when that CI lies above 1/2 (\"Y > X\" below); "
+          "otherwise it is unresolved, with the seeds per algorithm that a two-sample test at 5% would need to "
+          "detect the observed difference of means with 80% power given the observed spread: "
+          "n = 2 (z₀.₉₇₅ + z₀.₈)² sd² / d², sd the pooled per-run standard deviation, d the difference of means."]
+    for env in b.cfg["envs"]:
+        for split in b.splits:
+            points = [("final", final_scores(b.rows, split, b.metric))]
+            if env in b.budgets:
+                at = scores_at_budget(b.rows, split, b.metric, b.budgets[env])
+                points.append((f"at {b.budgets[env]} env steps", {k: y for k, (y, _) in at.items()}))
+            for name, per_run in points:
+                comps = pairwise(by_algo(per_run, env), b.labels, b.reps)
+                if comps:
+                    md += ["", f"**{env}, {split}, {name}**", "", *_table(*improvement_table(comps))]
+    return md
+
+
+def _before_after_section(b: Bench) -> list[str]:
+    cfg, rows = b.cfg, b.rows
+    header, lines = summary_table(rows, b.splits)
+    md = ["", f"## Greedy success before and after training (mean ± 95% CI over {len(cfg['seeds'])} seed(s))", "",
+          "Before = the untrained policy (update 0), after = the last update; each run evaluates the first "
+          f"{cfg['eval_tasks']} tasks of each split greedily. The CI is Student's t over seeds; Δ is the per-seed "
+          "change (the evidence that each algorithm learns).", "", *_table(header, lines)]
+    md += ["", "`success` is the fraction of tasks won. For ALFWorld, KeyDoor and KeyRooms the env's score is the "
+           "success itself; WebShop's score is the purchase's attribute/option/price/type match, Deep Search's the "
+           "exact match (EM) of the answer (both in `results.csv`)."]
+    if any(r.get("applied_updates", 0) < r.get("updates", 0) for r in rows):
+        md += ["", "Fewer updates applied than budgeted: a run that filters groups (DAPO's dynamic sampling) trains "
+               "only on groups whose rewards differ, so a round in which every group was all won (or all lost) is not "
+               "an update, and the run stops once its rollout budget (updates × max_resample_batches) is spent. A "
+               "DAPO run that wins every group early applies fewer updates; its 'after' is its last update."]
+    secs = sorted({(r["env"], r["algo"], r["seed"]): r["train_seconds"] for r in rows
+                   if "train_seconds" in r}.values())
+    if secs:
+        md += ["", f"Training time per run: median {secs[len(secs) // 2]:.0f} s (min {secs[0]:.0f}, max "
+               f"{secs[-1]:.0f}), evaluations excluded."]
+    return md
+
+
+def _sweep_section(b: Bench) -> list[str]:
+    return _sweep_lines(b.cfg, b.rows) if b.cfg.get("sweep") else []
+
+
+def _plots_section(b: Bench) -> list[str]:
+    plots = write_plots(b)
+    notes = {"sample_efficiency_update.png": f"IQM of {METRIC_NAMES[b.metric]} vs update, 95% CI band; {CARRY_NOTE}.",
+             "sample_efficiency_env_steps.png": f"the same vs training env steps played (an evaluation made for an "
+             f"env-step budget sits at that budget); {CARRY_NOTE}.",
+             "performance_profile.png": f"fraction of runs whose final {METRIC_NAMES[b.metric]} exceeds τ, 95% CI "
+             "band (a curve above another everywhere dominates it).",
+             "success.png": "training curves: mean over the runs with a 95% CI band, up to the last update every run "
+             "of the algorithm reached (so every point averages the same runs)."}
+    md = ["", "## Plots", ""]
+    for p in plots:
+        md += [f"![{p.stem}]({p.name})"] + ([f"*{p.name}*: {notes[p.name]}", ""] if p.name in notes else [""])
+    return md
+
+
+def _diagnostics_section(b: Bench) -> list[str]:
+    return _diagnostics_lines(b.runs())
+
+
+def _pipeline_section(b: Bench) -> list[str]:
+    folder = b.out / PIPELINE
+    if not ((folder / "bench.json").is_file() and (folder / RESULTS_CSV).is_file()):
+        return []
     meta = json.loads((folder / "bench.json").read_text(encoding="utf-8"))
     cfg = meta["config"]
     rows = read_results(folder)
@@ -223,23 +511,36 @@ def _pipeline_section(folder: Path) -> list[str]:
     return md
 
 
-def _labels(meta: dict[str, Any]) -> list[str]:
-    """Return the bench's runs per seed: its algorithms, or with a sweep every algorithm × setting (``bench.json``)."""
-    return list(meta.get("labels") or meta["config"]["algos"])
+def _rerun_section(b: Bench) -> list[str]:
+    return ["", "Rerun exactly (every setting above is in `bench.json`): `empg-gym bench --config bench.json --out DIR`"]
 
 
-def _runs(out: Path, meta: dict[str, Any]) -> list[tuple[str, str, int, Path]]:
-    cfg = meta["config"]
-    return [(e, a, s, run_dir(out, e, a, s)) for e in cfg["envs"] for a in _labels(meta) for s in cfg["seeds"]]
+#: The report, section by section.
+SECTIONS: tuple[Section, ...] = (
+    _title_section,
+    _setup_section,
+    _headline_section,
+    _improvement_section,
+    _before_after_section,
+    _sweep_section,
+    _plots_section,
+    _diagnostics_section,
+    _pipeline_section,
+    _rerun_section,
+)
 
 
+# ------------------------------------------------------------------------------------------------- plots
 def _band(ax: Any, curves: dict[int, dict[float, float]], label: str, clip: tuple[float, float] | None = None) -> bool:
-    """Plot the mean over seeds of ``{seed: {x: y}}`` with a shaded 95% CI band; return whether anything was drawn.
+    """Plot the mean over runs of ``{seed: {x: y}}`` with a 95% CI band where every run has a value.
 
-    The band is cut to ``clip`` (a rate's ``(0, 1)``).
+    Only the x's every run logged are drawn (a run that stopped early ends every curve), so every point averages
+    the same runs. The band is cut to ``clip`` (a rate's ``(0, 1)``). Return whether anything was drawn.
     """
-    xs = sorted({x for c in curves.values() for x in c})
-    pts = [(x, mean_ci([c[x] for c in curves.values() if x in c])) for x in xs]
+    if not curves:
+        return False
+    xs = sorted(set.intersection(*(set(c) for c in curves.values())))
+    pts = [(x, mean_ci([c[x] for c in curves.values()])) for x in xs]
     if not pts:
         return False
     x = [p[0] for p in pts]
@@ -252,42 +553,76 @@ def _band(ax: Any, curves: dict[int, dict[float, float]], label: str, clip: tupl
     return True
 
 
-def write_plots(out: Path, meta: dict[str, Any]) -> list[Path]:
-    """Write the PNG plots; return their paths."""
+def _curve_plot(b: Bench, x: str, path: Path, plt: Any) -> Path:
+    """IQM of the headline metric against ``x`` (``update`` or ``env_steps``), one panel per eval split."""
+    fig, axes = plt.subplots(1, len(b.splits), figsize=(5.5 * len(b.splits), 3.8), squeeze=False)
+    multi_env = len(b.cfg["envs"]) > 1
+    for ax, split in zip(axes[0], b.splits, strict=True):
+        per_run = run_curves(b.rows, split, b.metric, x)
+        for env in b.cfg["envs"]:
+            for algo, curves in by_algo(per_run, env).items():
+                grid, iv = iqm_curve(curves, b.reps)
+                line, = ax.plot(grid, iv.point, marker="o" if len(grid) < 15 else None, markersize=3,
+                                label=f"{algo}{f' {env}' if multi_env else ''} (n={len(curves)})")
+                ax.fill_between(grid, iv.low, iv.high, color=line.get_color(), alpha=0.2)
+            if x == "env_steps" and env in b.budgets:
+                ax.axvline(b.budgets[env], color="gray", linestyle=":", linewidth=1,
+                           label=f"matched budget{f' {env}' if multi_env else ''}: {b.budgets[env]}")
+        ax.set_title(f"IQM {METRIC_NAMES[b.metric]}, {split}", fontsize=9)
+        ax.set_xlabel("update" if x == "update" else "training env steps")
+        ax.set_ylim(-0.05, 1.05)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, title="same runs at every point;\nearly stops carry their last eval forward",
+                      title_fontsize=6)
+        else:
+            ax.text(0.5, 0.5, f"no evaluation recorded {x}", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _profile_plot(b: Bench, path: Path, plt: Any) -> Path:
+    """Plot performance profiles of the final headline score, one panel per eval split."""
+    fig, axes = plt.subplots(1, len(b.splits), figsize=(5.5 * len(b.splits), 3.8), squeeze=False)
+    for ax, split in zip(axes[0], b.splits, strict=True):
+        finals = final_scores(b.rows, split, b.metric)
+        for env in b.cfg["envs"]:
+            for algo, scores in by_algo(finals, env).items():
+                iv = profile(scores, b.reps)
+                line, = ax.step(TAUS, iv.point, where="post", label=f"{algo} (n={len(scores)})")
+                ax.fill_between(TAUS, iv.low, iv.high, step="post", color=line.get_color(), alpha=0.2)
+        ax.set_title(f"performance profile, final {METRIC_NAMES[b.metric]}, {split}", fontsize=9)
+        ax.set_xlabel("τ")
+        ax.set_ylabel("fraction of runs with score > τ")
+        ax.set_ylim(-0.05, 1.05)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_plots(b: Bench) -> list[Path]:
+    """Write the PNG plots of the bench; return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cfg = meta["config"]
-    runs = _runs(out, meta)
+    out, cfg = b.out, b.cfg
+    paths = [_curve_plot(b, "update", out / "sample_efficiency_update.png", plt)]
+    if any("env_steps" in r for r in b.rows):
+        paths.append(_curve_plot(b, "env_steps", out / "sample_efficiency_env_steps.png", plt))
+    paths.append(_profile_plot(b, out / "performance_profile.png", plt))
     multi_env = len(cfg["envs"]) > 1
-    paths = []
-    rows = read_results(out) if (out / RESULTS_CSV).is_file() else []
-    splits = list(cfg["eval_splits"])
-    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 3.6), squeeze=False)
-    for ax, split in zip(axes[0], splits, strict=True):
-        for env in cfg["envs"]:
-            for algo in _labels(meta):
-                curves: dict[int, dict[float, float]] = defaultdict(dict)
-                for r in rows:
-                    if (r["env"], r["algo"], r["split"]) == (env, algo, split):
-                        curves[int(r["seed"])][r.get("update", 0.0)] = r["success_rate"]
-                _band(ax, curves, algo + (f" {env}" if multi_env else ""), clip=(0.0, 1.0))
-        ax.set_title(f"greedy success, {split}", fontsize=9)
-        ax.set_xlabel("update")
-        ax.set_ylim(-0.05, 1.05)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "eval_success.png", dpi=100)
-    plt.close(fig)
-    paths.append(out / "eval_success.png")
+    runs = b.runs()
     for name, key, label in CURVES:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         drawn = False
         for env in cfg["envs"]:
-            for algo in _labels(meta):
+            for algo in b.labels:
                 curves = {seed: {m["update"]: m[key] for m in read_jsonl(folder / "metrics.jsonl") if key in m}
                           for e, a, seed, folder in runs if (e, a) == (env, algo)}
                 curves = {k: v for k, v in curves.items() if v}
@@ -304,8 +639,8 @@ def write_plots(out: Path, meta: dict[str, Any]) -> list[Path]:
         plt.close(fig)
         paths.append(out / name)
     paths.append(_diagnostics_plot(out, runs, plt))
-    if cfg.get("sweep") and len(splits) >= 2:
-        paths.append(_tradeoff_plot(out, meta, rows, splits[:2], plt))
+    if cfg.get("sweep") and len(b.splits) >= 2:
+        paths.append(_tradeoff_plot(out, b.meta, b.rows, b.splits[:2], plt))
     return paths
 
 
@@ -406,9 +741,9 @@ def entropy_bins(H: list[float], won: list[float], bins: int = ENTROPY_BINS) -> 
     return [(lo + k * width, lo + (k + 1) * width, n, s / n) for k, (n, s) in enumerate(counts) if n]
 
 
-def _diagnostics_lines(out: Path, meta: dict[str, Any]) -> list[str]:
+def _diagnostics_lines(runs: list[tuple[str, str, int, Path]]) -> list[str]:
     """Return the report's EMPG-diagnostics section: entropy by outcome, g/f of EMPG runs, success by entropy bin."""
-    d = _diagnostics(_runs(out, meta))
+    d = _diagnostics(runs)
     if not d:
         return []
     md = ["", "## EMPG diagnostics (training steps of every update, pooled over seeds)", "",

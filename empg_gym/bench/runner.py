@@ -2,9 +2,11 @@
 
 Each run lives in ``OUT/runs/<env>/<algo>/seed<seed>/``: the trainer's ``metrics.jsonl`` and ``checkpoint/``, a
 ``diagnostics.jsonl`` (per-step entropy ``H``, EMPG's ``g`` and ``f``, and the trajectory's outcome, for the plots),
-``evals.jsonl`` (greedy success on every eval split before training — update 0 — every ``eval_every`` updates and
-after the last), ``eval_<split>.jsonl`` episode logs of the final policy, and ``result.json`` once the run is
-finished. A rerun skips runs with a ``result.json`` and resumes the others from their checkpoint. ``OUT/results.csv``
+``evals.jsonl`` (success on every eval split before training — update 0 —, every ``eval_every`` updates, after the
+first update that reaches each multiple of ``eval_every_env_steps`` training env steps, and after the last; each line
+with the update, the env steps played and the env-step budget it stands for), ``eval_<split>.jsonl`` episode logs of
+the final policy, and ``result.json`` once the run is finished. File names and readers are in
+:mod:`empg_gym.bench.records`. A rerun skips runs with a ``result.json`` and resumes the others from their checkpoint. ``OUT/results.csv``
 (one row per env × split × algo × seed × evaluated update) is rebuilt from every ``result.json`` after each run, and
 the report from ``results.csv``.
 
@@ -28,27 +30,20 @@ from pathlib import Path
 from typing import Any
 
 from empg_gym.bench.presets import BenchConfig
+from empg_gym.bench.records import (
+    BASE_COLUMNS,
+    DIAGNOSTICS,
+    EVALS,
+    PIPELINE,
+    RESULT,
+    RESULTS_CSV,
+    read_jsonl,
+    run_dir,
+)
 from empg_gym.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-RESULT = "result.json"
-DIAGNOSTICS = "diagnostics.jsonl"
-EVALS = "evals.jsonl"
-RESULTS_CSV = "results.csv"
-PIPELINE = "pipeline"
-BASE_COLUMNS = ["env", "split", "algo", "seed", "update", "source", "updates", "applied_updates", "num_tasks",
-                "success_rate", "score", "episode_len", "train_seconds"]
-
-
-def run_dir(out: Path, env_id: str, algo: str, seed: int) -> Path:
-    """Return the folder of one run.
-
-    Example:
-        >>> run_dir(Path("out"), "EMPG-KeyDoor-v0", "grpo", 0).as_posix()
-        'out/runs/EMPG-KeyDoor-v0/grpo/seed0'
-    """
-    return out / "runs" / env_id / algo / f"seed{seed}"
+__all__ = ["read_jsonl", "run_bench", "run_dir", "train_and_evaluate", "write_results_csv"]
 
 
 def run_bench(config: BenchConfig, out: str | Path, *, log: Callable[[str], None] = logger.info,
@@ -216,13 +211,6 @@ def train_and_evaluate(config: BenchConfig, env_id: str, algo: str, seed: int, f
     return result
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Return the records of a JSON-lines file (none when it does not exist)."""
-    if not path.is_file():
-        return []
-    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-
-
 def applied_updates(folder: Path) -> int:
     """Count the updates that changed the policy (a DAPO run stops short when its rollout budget runs out)."""
     path = folder / "metrics.jsonl"
@@ -299,8 +287,8 @@ def _trainer_class() -> type:
     class _BenchTrainer(Trainer):
         """A :class:`~empg_gym.agents.trainer.Trainer` for benches.
 
-        It trains on one task type, evaluates greedily every ``eval_every`` updates and records EMPG diagnostics;
-        the trainer logs its pace to ``log``.
+        It trains on one task type, evaluates on the bench's schedule (every ``eval_every`` updates and at every
+        ``eval_every_env_steps`` budget) and records EMPG diagnostics; the trainer logs its pace to ``log``.
         """
 
         def __init__(self, config: Any, out_dir: Any, *, resume: bool = False, task_type: str | None = None,
@@ -309,6 +297,8 @@ def _trainer_class() -> type:
             self.task_type = task_type
             self.bench = bench
             self.eval_seconds = 0.0
+            every = bench.eval_every_env_steps if bench is not None else 0
+            self.evaluated_budget = self.env_steps // every * every if every else 0
             if task_type is not None:
                 _restrict(self.envs, task_type)
             for name in (DIAGNOSTICS, EVALS):  # drop records of updates after the checkpoint we resumed from
@@ -319,30 +309,47 @@ def _trainer_class() -> type:
                     path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
 
         def record_evals(self, update: int, *, episode_logs: bool = False) -> None:
-            """Evaluate greedily on every eval split and append one ``evals.jsonl`` line per split for ``update``.
+            """Evaluate on every eval split and append one ``evals.jsonl`` line per split for ``update``.
 
-            ``episode_logs`` also writes the episodes to ``eval_<split>.jsonl`` (the final policy's).
+            Each line holds the update, the training env steps played so far (``env_steps``), the env-step budget
+            the evaluation stands for (``budget_env_steps``, :func:`~empg_gym.agents.trainer.eval_budget`; absent
+            when it reached none) and the metrics. ``episode_logs`` also writes the episodes to
+            ``eval_<split>.jsonl`` (the final policy's).
             """
             if self.bench is None:
                 return
+            from empg_gym.agents.trainer import eval_budget
+
+            budget = eval_budget(self.env_steps, self.bench.eval_every_env_steps, self.evaluated_budget)
+            if budget is not None:
+                self.evaluated_budget = budget
             t0 = time.perf_counter()
             with open(self.out_dir / EVALS, "a", encoding="utf-8") as f:
                 for split in self.bench.eval_splits:
                     log_path = self.out_dir / f"eval_{split}.jsonl" if episode_logs else None
                     metrics = evaluate_filtered(self, split, self.bench.eval_tasks, self.task_type, log_path)
-                    f.write(json.dumps({"update": update, "split": split, "metrics": metrics}) + "\n")
+                    record = {"update": update, "env_steps": self.env_steps, "split": split, "metrics": metrics}
+                    if budget is not None:
+                        record["budget_env_steps"] = budget
+                    f.write(json.dumps(record) + "\n")
             self.eval_seconds += time.perf_counter() - t0
+
+        def after_update(self, metrics: dict[str, float]) -> None:
+            """Evaluate on the bench's schedule; the last update's evaluation is left to ``train_and_evaluate``."""
+            if self.bench is None:
+                super().after_update(metrics)
+                return
+            from empg_gym.agents.trainer import eval_budget, eval_due
+
+            budget = eval_budget(self.env_steps, self.bench.eval_every_env_steps, self.evaluated_budget)
+            if self.update_step < self.config.updates and eval_due(self.update_step, self.bench.eval_every, budget):
+                self.record_evals(self.update_step)  # before the loop checkpoints this update
 
         def train_step(self) -> dict[str, float]:
             metrics = super().train_step()
             if metrics.get("actor/skipped"):  # DAPO found no informative group: not an update, the loop retries
                 self.log(f"  update {self.update_step + 1}/{self.config.updates}: no group with differing rewards "
                          f"in {self.algo.max_resample_batches} rollout batch(es); drawing new ones")
-                return metrics
-            step = self.update_step + 1
-            every = self.bench.eval_every if self.bench is not None else 0
-            if every and step % every == 0 and step < self.config.updates:
-                self.record_evals(step)  # the policy after this update (the loop counts it once we return)
             return metrics
 
         def _update(self, batch: Any, advantages: Any, prompts: list[Any], responses: list[Any]) -> dict[str, float]:
@@ -379,7 +386,10 @@ def record_diagnostics(path: Path, update: int, batch: Any) -> None:
 def write_results_csv(out: Path, combos: list[tuple[str, str, int]]) -> Path:
     """Rebuild ``results.csv`` from the finished runs: one row per env × split × algo × seed × evaluated update.
 
-    Update 0 is the untrained policy; ``train_seconds`` is the run's whole training time (on every row of the run).
+    Update 0 is the untrained policy; ``env_steps`` the training env steps played before the evaluation and
+    ``budget_env_steps`` the env-step budget it stands for (empty when none); ``success_rate`` is greedy success and
+    ``success_sampled`` sampled success (empty for runs evaluated without ``eval_samples``); ``train_seconds`` is the
+    run's whole training time (on every row of the run).
     """
     rows: list[dict[str, Any]] = []
     for env_id, algo, seed in combos:
@@ -392,6 +402,7 @@ def write_results_csv(out: Path, combos: list[tuple[str, str, int]]) -> Path:
         for record in sorted(evals, key=lambda r: (r["split"], r["update"])):
             metrics = record["metrics"]
             row = {"env": env_id, "split": record["split"], "algo": algo, "seed": seed, "update": record["update"],
+                   "env_steps": record.get("env_steps", ""), "budget_env_steps": record.get("budget_env_steps", ""),
                    "updates": result["updates"], "applied_updates": result.get("applied_updates", ""),
                    "train_seconds": round(result["train_seconds"], 2)}
             row.update({k: metrics.get(k, "") for k in BASE_COLUMNS if k not in row})

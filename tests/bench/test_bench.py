@@ -11,7 +11,17 @@ import gymnasium as gym
 import pytest
 
 from empg_gym.bench import BenchConfig, get_preset, run_bench
-from empg_gym.bench.report import entropy_bins, fmt, mean_ci, read_results
+from empg_gym.bench.records import final_scores, matched_budget, read_jsonl, scores_at_budget
+from empg_gym.bench.report import (
+    aggregates,
+    cell,
+    entropy_bins,
+    fmt,
+    improvement_table,
+    mean_ci,
+    pairwise,
+    read_results,
+)
 from empg_gym.bench.runner import filtered_task_ids, run_dir
 from empg_gym.cli import main
 from empg_gym.errors import ConfigError
@@ -32,7 +42,7 @@ def _bench(**kw):
 def bench_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     lines: list[str] = []
-    report = run_bench(_bench(seeds=(0, 1), eval_every=1), out, log=lines.append)
+    report = run_bench(_bench(seeds=(0, 1, 2), eval_every=1, eval_every_env_steps=50), out, log=lines.append)
     return out, report, lines
 
 
@@ -40,7 +50,7 @@ def test_results_csv_has_one_row_per_run_split_and_evaluated_update(bench_out):
     out, _, _ = bench_out
     rows = list(csv.DictReader(open(out / "results.csv", encoding="utf-8")))
     keys = {(r["algo"], r["seed"], r["split"], r["update"]) for r in rows}
-    assert len(keys) == len(rows) == 2 * 2 * 2 * 3  # algos x seeds x splits x updates {0, 1, 2}
+    assert len(keys) == len(rows) == 2 * 3 * 2 * 3  # algos x seeds x splits x updates {0, 1, 2}
     assert {r["update"] for r in rows} == {"0", "1", "2"}
     for r in read_results(out):  # every row agrees with the run's evals.jsonl
         evals = [json.loads(x) for x in open(run_dir(out, "EMPG-KeyDoor-v0", r["algo"], int(r["seed"])) / "evals.jsonl")]
@@ -61,7 +71,7 @@ def test_report_gives_before_and_after_with_confidence_intervals(bench_out):
     text = report.read_text(encoding="utf-8")
     rows = read_results(out)
     for algo in ("grpo", "empg"):
-        line = next(ln for ln in text.splitlines() if ln.startswith(f"| EMPG-KeyDoor-v0 | {algo} | 2 |"))
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"| EMPG-KeyDoor-v0 | {algo} | 3 |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
         for k, split in enumerate(("eval_in_distribution", "eval_out_of_distribution")):
             before = [r["success_rate"] for r in rows if (r["algo"], r["split"], r["update"]) == (algo, split, 0)]
@@ -69,8 +79,57 @@ def test_report_gives_before_and_after_with_confidence_intervals(bench_out):
             assert cells[3 + 3 * k] == fmt(before) and cells[4 + 3 * k] == fmt(after)
             assert cells[5 + 3 * k] == fmt([a - b for a, b in zip(after, before, strict=True)])
         assert cells[-1] == "2/2"
-    assert "95% CI over 2 seed(s)" in text and "torch" in text and "tiny-actions" in text
+    assert "95% CI over 3 seed(s)" in text and "torch" in text and "tiny-actions" in text
     assert "## EMPG diagnostics" in text and "Success rate of steps by step-entropy bin" in text
+
+
+def test_evals_record_env_steps_and_budgets(bench_out):
+    """Each evaluation records the env steps played (as metrics.jsonl logs them) and the budget it stands for."""
+    out, _, _ = bench_out
+    for algo in ("grpo", "empg"):
+        for seed in (0, 1, 2):
+            folder = run_dir(out, "EMPG-KeyDoor-v0", algo, seed)
+            played = {0: 0, **{m["update"]: m["budget/env_steps"] for m in read_jsonl(folder / "metrics.jsonl")}}
+            evals = read_jsonl(folder / "evals.jsonl")
+            assert [e["update"] for e in evals] == [0, 0, 1, 1, 2, 2]  # two splits per evaluation
+            evaluated = 0
+            for e in evals[::2]:
+                assert e["env_steps"] == played[e["update"]]
+                crossed = e["env_steps"] // 50 * 50
+                assert e.get("budget_env_steps") == (crossed if crossed > evaluated else None)
+                evaluated = max(evaluated, crossed)
+    rows = read_results(out)
+    assert all(r["env_steps"] == 0 and "budget_env_steps" not in r for r in rows if r["update"] == 0)
+    assert all("success_sampled" not in r for r in rows)  # evaluated greedily only: the column stays empty
+
+
+def test_report_states_iqm_probability_of_improvement_and_verdicts(bench_out):
+    """Every statistic in the report is the tested function's output over results.csv."""
+    out, report, _ = bench_out
+    text = report.read_text(encoding="utf-8")
+    rows = read_results(out)
+    budget = matched_budget(rows, 50)["EMPG-KeyDoor-v0"]
+    assert budget >= 100  # two updates of 2 tasks x 4 trajectories play far more than 50 env steps
+    for heading in ("## Headline: greedy success (IQM and mean over runs, 95% CIs)",
+                    "## Probability of improvement and verdicts (greedy success)",
+                    "## Greedy success before and after training", "## Plots", "## EMPG diagnostics"):
+        assert heading in text, heading
+    assert f"at {budget} env steps: IQM [95% CI]" in text and "evaluated without sampled episodes" in text
+    for split in ("eval_in_distribution", "eval_out_of_distribution"):
+        finals = final_scores(rows, split, "success_rate")
+        at = scores_at_budget(rows, split, "success_rate", budget)
+        for algo in ("grpo", "empg"):
+            scores = [finals[("EMPG-KeyDoor-v0", algo, s)] for s in (0, 1, 2)]
+            iqm, mean = aggregates(scores)
+            b_iqm, _ = aggregates([at[("EMPG-KeyDoor-v0", algo, s)][0] for s in (0, 1, 2)])
+            assert f"| {algo} | 3 | {cell(iqm)} | {cell(mean)} | " in text
+            assert f" | {cell(b_iqm)} | " in text
+        per_algo = {a: [finals[("EMPG-KeyDoor-v0", a, s)] for s in (0, 1, 2)] for a in ("grpo", "empg")}
+        (line,) = improvement_table(pairwise(per_algo, ["grpo", "empg"]))[1]
+        assert "| " + " | ".join(line) + " |" in text
+        assert line[-1] in ("grpo > empg", "empg > grpo") or line[-1].startswith("unresolved (")
+    assert text.count("| grpo | empg | 3 / 3 |") == 4  # 2 splits x (final, matched budget)
+    assert "carries its last evaluation forward" in text
 
 
 def test_confidence_interval_is_students_t():
@@ -104,8 +163,8 @@ def test_applied_updates_count_only_updates_that_changed_the_policy(tmp_path, be
 def test_plots_are_written_from_the_runs(bench_out):
     out, report, _ = bench_out
     text = report.read_text(encoding="utf-8")
-    for name in ("eval_success.png", "success.png", "entropy.png", "approx_kl.png", "kl.png",
-                 "empg_diagnostics.png"):
+    for name in ("sample_efficiency_update.png", "sample_efficiency_env_steps.png", "performance_profile.png",
+                 "success.png", "entropy.png", "approx_kl.png", "kl.png", "empg_diagnostics.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"]({name})" in text
     diag = [json.loads(x) for x in open(run_dir(out, "EMPG-KeyDoor-v0", "empg", 0) / "diagnostics.jsonl")]
@@ -128,8 +187,8 @@ def test_rerun_skips_finished_runs(bench_out):
     out, _, _ = bench_out
     before = (out / "results.csv").read_text()
     lines: list[str] = []
-    run_bench(_bench(seeds=(0, 1), eval_every=1), out, log=lines.append)
-    assert sum("skipped" in ln for ln in lines) == 4 and not any("training" in ln for ln in lines)
+    run_bench(_bench(seeds=(0, 1, 2), eval_every=1, eval_every_env_steps=50), out, log=lines.append)
+    assert sum("skipped" in ln for ln in lines) == 6 and not any("training" in ln for ln in lines)
     assert (out / "results.csv").read_text() == before
 
 
