@@ -263,7 +263,8 @@ def _restrict(envs: Any, task_type: str) -> None:
 def evaluate_filtered(trainer: Any, split: str, n_tasks: int, task_type: str | None,
                       log_path: Path | None) -> dict[str, Any]:
     """Play the first ``n_tasks`` tasks of ``split`` (of ``task_type`` only, when given) once each, greedily."""
-    from empg_gym.agents.evaluate import summarize
+    from empg_gym.agents.evaluate import episode_records, summarize
+    from empg_gym.agents.per_type import family_of
     from empg_gym.agents.policy import GenerationConfig
     from empg_gym.agents.rollout import RolloutConfig, collect_rollouts
     from empg_gym.agents.trainer import make_envs
@@ -271,7 +272,8 @@ def evaluate_filtered(trainer: Any, split: str, n_tasks: int, task_type: str | N
     cfg = trainer.config
     envs = make_envs(dataclasses.replace(cfg, vectorization="sync"), 1)
     task_ids = filtered_task_ids(envs[0], split, task_type)[:n_tasks]
-    source = str(envs[0].unwrapped.manifest.source)
+    manifest = envs[0].unwrapped.manifest
+    source = str(manifest.source)
     for env in envs:
         env.close()
     rollout_cfg = RolloutConfig(group_size=1, split=split, reward_scale=1.0, max_steps=cfg.max_steps,
@@ -284,13 +286,13 @@ def evaluate_filtered(trainer: Any, split: str, n_tasks: int, task_type: str | N
     finally:
         for env in envs if isinstance(envs, list) else [envs]:
             env.close()
-    episodes = [{"task_id": t.task_id, "task_type": t.task_type, "won": t.won, "score": t.score,
-                 "length": t.length, "truncated": t.truncated} for t in rollout.trajectories]
+    family = family_of(cfg.env_id)
+    episodes = episode_records(rollout, manifest, family)
     if log_path is not None:
         with open(log_path, "w", encoding="utf-8") as f:
             for ep in episodes:
                 f.write(json.dumps(ep) + "\n")
-    return {**summarize(episodes), "source": source}
+    return {**summarize(episodes, family), "source": source}
 
 
 def _trainer_class() -> type:
