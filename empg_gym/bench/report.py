@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from empg_gym.agents.per_type import per_type_lines
 from empg_gym.bench.runner import DIAGNOSTICS, PIPELINE, RESULTS_CSV, read_jsonl, run_dir
 
 logger = logging.getLogger(__name__)
@@ -172,6 +173,7 @@ def write_report(out: Path) -> Path:
     if secs:
         md += ["", f"Training time per run: median {secs[len(secs) // 2]:.0f} s (min {secs[0]:.0f}, max "
                f"{secs[-1]:.0f}), evaluations excluded."]
+    md += per_type_lines(out)
     if cfg.get("sweep"):
         md += _sweep_lines(cfg, rows)
     diag = _diagnostics_lines(out, meta)
