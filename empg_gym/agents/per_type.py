@@ -266,6 +266,24 @@ def per_type_table(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], fa
     return header, lines
 
 
+#: The row of the untrained policy (each run's update-0 evaluation) in the bench report's per-type tables.
+BASELINE = "untrained (update 0)"
+
+
+def _baseline(out: Path, env: str, split: str, labels: Sequence[str], seeds: Sequence[int]) -> list[list[dict[str, Any]]]:
+    """Per seed, the untrained policy's episodes (``eval_<split>_update0.jsonl``; every algorithm's run of a seed
+    starts from the same weights, so the first one logged stands for the seed).
+    """  # noqa: D205
+    found = []
+    for seed in seeds:
+        for algo in labels:
+            eps = _read_jsonl(out / "runs" / env / algo / f"seed{seed}" / f"eval_{split}_update0.jsonl")
+            if eps:
+                found.append(eps)
+                break
+    return found
+
+
 def per_type_lines(out: str | Path) -> list[str]:
     """Return the bench report's per-type section: one table per env × eval split × metric, from the runs' logs.
 
@@ -286,6 +304,9 @@ def per_type_lines(out: str | Path) -> list[str]:
             runs = {a: r for a, r in runs.items() if r}
             if not runs:
                 continue
+            baseline = _baseline(out, env, split, labels, cfg["seeds"])
+            if baseline:
+                runs = {BASELINE: baseline, **runs}
             for metric in METRICS.get(family, ("success",)):
                 header, lines = per_type_table(runs, family, metric)
                 md += ["", f"**{env}, {split}: {metric}**", "", "| " + " | ".join(header) + " |",
@@ -295,4 +316,5 @@ def per_type_lines(out: str | Path) -> list[str]:
     return ["", "## Results per task type (final policy, greedy; mean over seeds [min–max])", "",
             "Groups as the papers report them: ALFWorld's six task types, WebShop's goal categories, Deep Search's "
             "source dataset and hop count, KeyRooms' number of doors; `all` is every evaluated task; n counts a "
-            "run's episodes in the group."] + md
+            f"run's episodes in the group. `{BASELINE}` is the model before training (the prompt-only baseline: "
+            "each seed's update-0 evaluation), so a row's gain over it is what training added per type."] + md

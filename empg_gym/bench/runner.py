@@ -3,8 +3,9 @@
 Each run lives in ``OUT/runs/<env>/<algo>/seed<seed>/``: the trainer's ``metrics.jsonl`` and ``checkpoint/``, a
 ``diagnostics.jsonl`` (per-step entropy ``H``, EMPG's ``g`` and ``f``, and the trajectory's outcome, for the plots),
 ``evals.jsonl`` (greedy success on every eval split before training — update 0 — every ``eval_every`` updates and
-after the last), ``eval_<split>.jsonl`` episode logs of the final policy, and ``result.json`` once the run is
-finished. A rerun skips runs with a ``result.json`` and resumes the others from their checkpoint. ``OUT/results.csv``
+after the last), ``eval_<split>.jsonl`` episode logs of the final policy (``eval_<split>_update0.jsonl`` of the
+untrained one), ``rollouts.jsonl`` (a sample of each update's training rollouts, for the viewer), and
+``result.json`` once the run is finished. A rerun skips runs with a ``result.json`` and resumes the others from their checkpoint. ``OUT/results.csv``
 (one row per env × split × algo × seed × evaluated update) is rebuilt from every ``result.json`` after each run, and
 the report from ``results.csv``.
 
@@ -323,14 +324,16 @@ def _trainer_class() -> type:
         def record_evals(self, update: int, *, episode_logs: bool = False) -> None:
             """Evaluate greedily on every eval split and append one ``evals.jsonl`` line per split for ``update``.
 
-            ``episode_logs`` also writes the episodes to ``eval_<split>.jsonl`` (the final policy's).
+            ``episode_logs`` also writes the episodes to ``eval_<split>.jsonl`` (the final policy's); the untrained
+            policy's (update 0) always go to ``eval_<split>_update0.jsonl`` (the per-type tables' baseline row).
             """
             if self.bench is None:
                 return
             t0 = time.perf_counter()
             with open(self.out_dir / EVALS, "a", encoding="utf-8") as f:
                 for split in self.bench.eval_splits:
-                    log_path = self.out_dir / f"eval_{split}.jsonl" if episode_logs else None
+                    log_path = (self.out_dir / f"eval_{split}.jsonl" if episode_logs else
+                                self.out_dir / f"eval_{split}_update0.jsonl" if update == 0 else None)
                     metrics = evaluate_filtered(self, split, self.bench.eval_tasks, self.task_type, log_path)
                     f.write(json.dumps({"update": update, "split": split, "metrics": metrics}) + "\n")
             self.eval_seconds += time.perf_counter() - t0

@@ -147,6 +147,10 @@ def test_per_type_lines_reads_a_bench_folder(tmp_path):
             eps = [{"facets": {"doors": "1"}, "won": bool(won[0]), "score": 1.0},
                    {"facets": {"doors": "2"}, "won": bool(won[1]) and seed == 0, "score": 0.0}]
             (folder / "eval_eval_in_distribution.jsonl").write_text("".join(json.dumps(e) + "\n" for e in eps))
+            before = [{"facets": {"doors": "1"}, "won": seed == 1, "score": 0.0},
+                      {"facets": {"doors": "2"}, "won": False, "score": 0.0}]
+            (folder / "eval_eval_in_distribution_update0.jsonl").write_text(
+                "".join(json.dumps(e) + "\n" for e in before))
     lines = per_type_lines(tmp_path)
     text = "\n".join(lines)
     assert "## Results per task type" in text
@@ -154,6 +158,8 @@ def test_per_type_lines_reads_a_bench_folder(tmp_path):
     assert "| algo | seeds | all (n=2) | doors=1 (n=1) | doors=2 (n=1) |" in lines
     assert "| grpo | 2 | 0.500 [0.50–0.50] | 1.000 [1.00–1.00] | 0.000 [0.00–0.00] |" in lines
     assert "| empg | 2 | 0.750 [0.50–1.00] | 1.000 [1.00–1.00] | 0.500 [0.00–1.00] |" in lines
+    table = lines.index("| algo | seeds | all (n=2) | doors=1 (n=1) | doors=2 (n=1) |")
+    assert lines[table + 2] == "| untrained (update 0) | 2 | 0.250 [0.00–0.50] | 0.500 [0.00–1.00] | 0.000 [0.00–0.00] |"
     (tmp_path / "runs" / "EMPG-KeyRooms-v0" / "grpo" / "seed0" / "eval_eval_in_distribution.jsonl").unlink()
     assert "| grpo | 1 | 0.500 | 1.000 | 0.000 |" in per_type_lines(tmp_path)
 
