@@ -96,13 +96,18 @@ def _final_update(run_dir: Path) -> int | None:
     return None
 
 
+def _short(value: Any) -> Any:
+    """Round a float to 4 decimals (the page shows 3; the file is about half as big)."""
+    return round(value, 4) if isinstance(value, float) else value
+
+
 def _episode(ep: dict[str, Any], run: int, kind: str, split: str, update: int | None, s: _Strings) -> dict[str, Any]:
     from empg_gym.agents.per_type import label
 
     facets = ep.get("facets") or {"type": ep.get("task_type", "")}
     steps = []
     for st in ep.get("steps", []):
-        row: list[Any] = [s(st.get(k)) if k in _TEXT_FIELDS else st.get(k) for k in STEP_FIELDS]
+        row: list[Any] = [s(st.get(k)) if k in _TEXT_FIELDS else _short(st.get(k)) for k in STEP_FIELDS]
         steps.append(row)
     return {"run": run, "kind": kind, "split": split, "update": update, "task": ep.get("task_id", ""),
             "goal": s(ep.get("goal", "")), "types": [label(k, str(v)) for k, v in facets.items()],

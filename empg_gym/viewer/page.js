@@ -66,7 +66,7 @@
   function stepColour(st, mode) {
     if (mode === "none") return "";
     let v = st[F[mode]];
-    if (typeof v !== "number" || !scale[mode]) return "";
+    if (typeof v !== "number" || !scale[mode] || (mode !== "g" && v === 0)) return "";
     if (mode === "g") v = v > 0 ? Math.log(v) : 0;
     const a = (0.08 + 0.5 * Math.min(1, Math.abs(v) / scale[mode])).toFixed(3);
     if (mode === "advantage") return v >= 0 ? `rgba(46,125,50,${a})` : `rgba(198,40,40,${a})`;
@@ -132,7 +132,8 @@
     const summary = el("summary", {},
       ...tags.map((t) => el("span", { className: "tag", text: t })),
       el("span", { className: "tag " + (e.won ? "won" : "failed"), text: e.won ? "won" : "failed" }),
-      el("span", { text: `score ${fmt(e.score)}, ${e.length} steps, task ${e.task}` + (e.group !== null &&
+      el("span", { text: (typeof e.score === "number" ? `score ${fmt(e.score)}, ` : "") +
+        `${e.length} steps, task ${e.task}` + (e.group !== null &&
         e.group !== undefined ? `, group ${e.group}` : "") }),
       el("span", { className: "goal", text: S[e.goal] }));
     const node = el("details", { className: "ep " + (e.won ? "won" : "failed") }, summary);
