@@ -70,6 +70,15 @@ def test_viewer_data_gathers_every_episode(tmp_path):
     assert len(data["strings"]) < 40  # repeated texts are stored once
 
 
+def test_a_bench_pipeline_check_shows_as_its_own_runs(tmp_path):
+    (tmp_path / "pipeline").mkdir()
+    make_bench(tmp_path / "pipeline", n_eval=2)
+    shutil.copy(tmp_path / "pipeline" / "bench.json", tmp_path / "bench.json")  # the main bench: no run finished yet
+    data = viewer_data(tmp_path)
+    assert {r["algo"] for r in data["runs"]} == {"grpo (pipeline check)", "empg (pipeline check)"}
+    assert data["runs"][0]["dir"] == "pipeline/runs/EMPG-KeyRooms-v0/grpo/seed0"
+
+
 def test_view_command_on_a_train_run(tmp_path, capsys):
     from empg_gym.agents.config import TrainConfig
     from empg_gym.agents.trainer import Trainer

@@ -284,11 +284,49 @@ def _baseline(out: Path, env: str, split: str, labels: Sequence[str], seeds: Seq
     return found
 
 
+#: The bench's per-type results, one row per env × split × algo × seed × update × group (:func:`write_per_type_csv`).
+PER_TYPE_CSV = "results_per_type.csv"
+
+
+def write_per_type_csv(out: str | Path) -> Path | None:
+    """Write ``OUT/results_per_type.csv`` from the runs' episode logs (update 0 and the final policy); return it.
+
+    Columns: ``env, split, algo, seed, update, type, n`` and the family's metrics. ``None`` when no run logged any
+    episode.
+    """
+    import csv
+
+    out = Path(out)
+    meta = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    cfg = meta["config"]
+    rows: list[dict[str, Any]] = []
+    for env in cfg["envs"]:
+        for split in cfg["eval_splits"]:
+            for algo in meta.get("labels") or cfg["algos"]:
+                for seed in cfg["seeds"]:
+                    run = out / "runs" / env / algo / f"seed{seed}"
+                    final = [r["update"] for r in _read_jsonl(run / "evals.jsonl")]
+                    for update, name in ((0, f"eval_{split}_update0.jsonl"),
+                                         (max(final, default=""), f"eval_{split}.jsonl")):
+                        if eps := _read_jsonl(run / name):
+                            rows += per_type_csv_rows(eps, family_of(env), env=env, split=split, algo=algo,
+                                                      seed=seed, update=update)
+    if not rows:
+        return None
+    with open(out / PER_TYPE_CSV, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out / PER_TYPE_CSV
+
+
 def per_type_lines(out: str | Path) -> list[str]:
     """Return the bench report's per-type section: one table per env × eval split × metric, from the runs' logs.
 
-    Reads ``bench.json`` and every run's ``eval_<split>.jsonl`` (the final policy's episodes); a split no run
-    logged is left out, and a bench without any logs gives no section.
+    Reads ``bench.json`` and every run's ``eval_<split>.jsonl`` (the final policy's episodes) and
+    ``eval_<split>_update0.jsonl`` (the untrained policy's: the baseline row); a split no run logged is left out, and
+    a bench without any logs gives no section. Also writes every run's values to ``results_per_type.csv``
+    (:func:`write_per_type_csv`).
     """
     out = Path(out)
     meta = json.loads((out / "bench.json").read_text(encoding="utf-8"))
@@ -311,10 +349,11 @@ def per_type_lines(out: str | Path) -> list[str]:
                 header, lines = per_type_table(runs, family, metric)
                 md += ["", f"**{env}, {split}: {metric}**", "", "| " + " | ".join(header) + " |",
                        "|" + "---|" * len(header)] + ["| " + " | ".join(line) + " |" for line in lines]
-    if not md:
+    if not md or write_per_type_csv(out) is None:
         return []
     return ["", "## Results per task type (final policy, greedy; mean over seeds [min–max])", "",
             "Groups as the papers report them: ALFWorld's six task types, WebShop's goal categories, Deep Search's "
             "source dataset and hop count, KeyRooms' number of doors; `all` is every evaluated task; n counts a "
             f"run's episodes in the group. `{BASELINE}` is the model before training (the prompt-only baseline: "
-            "each seed's update-0 evaluation), so a row's gain over it is what training added per type."] + md
+            "each seed's update-0 evaluation), so a row's gain over it is what training added per type. Every "
+            f"run's values: `{PER_TYPE_CSV}`."] + md

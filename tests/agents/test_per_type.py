@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import defaultdict
 
@@ -144,6 +145,7 @@ def test_per_type_lines_reads_a_bench_folder(tmp_path):
         for seed in (0, 1):
             folder = tmp_path / "runs" / "EMPG-KeyRooms-v0" / algo / f"seed{seed}"
             folder.mkdir(parents=True)
+            (folder / "evals.jsonl").write_text(json.dumps({"update": 4, "split": "eval_in_distribution"}) + "\n")
             eps = [{"facets": {"doors": "1"}, "won": bool(won[0]), "score": 1.0},
                    {"facets": {"doors": "2"}, "won": bool(won[1]) and seed == 0, "score": 0.0}]
             (folder / "eval_eval_in_distribution.jsonl").write_text("".join(json.dumps(e) + "\n" for e in eps))
@@ -160,6 +162,11 @@ def test_per_type_lines_reads_a_bench_folder(tmp_path):
     assert "| empg | 2 | 0.750 [0.50–1.00] | 1.000 [1.00–1.00] | 0.500 [0.00–1.00] |" in lines
     table = lines.index("| algo | seeds | all (n=2) | doors=1 (n=1) | doors=2 (n=1) |")
     assert lines[table + 2] == "| untrained (update 0) | 2 | 0.250 [0.00–0.50] | 0.500 [0.00–1.00] | 0.000 [0.00–0.00] |"
+    rows = list(csv.DictReader(open(tmp_path / "results_per_type.csv", encoding="utf-8")))
+    assert len(rows) == 2 * 2 * 2 * 3  # algos x seeds x (update 0, final) x (all, doors=1, doors=2)
+    empg_final = [r for r in rows if (r["algo"], r["seed"], r["update"], r["type"]) == ("empg", "1", "4", "doors=2")]
+    assert empg_final == [{"env": "EMPG-KeyRooms-v0", "split": "eval_in_distribution", "algo": "empg", "seed": "1",
+                           "update": "4", "type": "doors=2", "n": "1", "success": "0.0"}]
     (tmp_path / "runs" / "EMPG-KeyRooms-v0" / "grpo" / "seed0" / "eval_eval_in_distribution.jsonl").unlink()
     assert "| grpo | 1 | 0.500 | 1.000 | 0.000 |" in per_type_lines(tmp_path)
 
