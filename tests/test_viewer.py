@@ -235,3 +235,25 @@ def test_hostile_observation_is_shown_as_text(loaded):
         "return Array.from(document.querySelectorAll('#list details.ep')[0].querySelectorAll('tbody tr'))"
         ".map(tr => tr.style.background)")
     assert colours and all(c.startswith("rgba(46, 125, 50") for c in colours)
+
+
+def test_eval_out_writes_per_type_results_and_the_viewer(tmp_path):
+    import csv
+    import io
+
+    out = io.StringIO()
+    folder = tmp_path / "ev"
+    assert main(["eval", "--env", ENV, "--model", "tiny-actions", "--split", "eval_out_of_distribution",
+                 "--tasks", "5", "--out", str(folder), "--log", str(tmp_path / "copy.jsonl")], out=out) == 0
+    text = out.getvalue()
+    rows = list(csv.DictReader(open(folder / "results.csv", encoding="utf-8")))
+    assert rows[0]["type"] == "all" and rows[0]["n"] == "5" and {r["type"] for r in rows[1:]} <= {
+        "doors=4", "doors=5", "doors=6"}
+    assert sum(int(r["n"]) for r in rows[1:]) == 5 and set(rows[0]) == {"env", "split", "model", "type", "n",
+                                                                         "success"}
+    for r in rows:  # the printed table holds the same rows
+        assert f"  {r['type']:<24} {int(r['n']):>5} {float(r['success']):>8.3f}" in text
+    assert (tmp_path / "copy.jsonl").read_text() == (folder / "eval_eval_out_of_distribution.jsonl").read_text()
+    assert text.rstrip().endswith(f"Viewer: {folder / 'viewer.html'}")
+    data = viewer_data(folder)
+    assert data["runs"][0]["algo"] == "tiny-actions" and len(data["episodes"]) == 5
