@@ -127,7 +127,7 @@ def main() -> None:
         kinds = [e["kind"] for e in data["episodes"]]
         times = open_page(path, args.screenshot, args.show)
         print(f"{folder.name}: {len(data['runs'])} runs, {kinds.count('eval')} eval episodes, "
-              f"{kinds.count('train')} training rollouts, {sum(len(e['steps']) for e in data['episodes'])} steps, "
+              f"{kinds.count('train')} training rollouts, {sum(e['length'] for e in data['episodes'])} steps, "
               f"{len(data['strings'])} distinct texts")
         print(f"viewer.html: {path.stat().st_size / 1e6:.2f} MB, written in {write_s:.2f} s; first render "
               f"{statistics.median(times):.0f} ms (median of {len(times)}: {', '.join(f'{t:.0f}' for t in times)})")

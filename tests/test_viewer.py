@@ -14,7 +14,8 @@ from empg_gym.cli import main
 from empg_gym.errors import ConfigError
 from empg_gym.viewer import STEP_FIELDS, embed_json, page, viewer_data, write_viewer
 
-HOSTILE = "</script><script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\"> & <b>bold</b>"
+HOSTILE = ("</script><script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\"> & <b>bold</b>"
+           " /*DATA*/ <!--STEPS--> \u2028")
 ENV = "EMPG-KeyRooms-v0"
 
 
@@ -107,9 +108,12 @@ def test_view_refuses_a_folder_without_runs(tmp_path):
 
 
 def test_embedded_json_cannot_close_its_script_block():
-    text = page({"source": "x", "fields": [], "strings": [HOSTILE], "runs": [], "episodes": []})
+    text = page({"source": "x", "fields": [], "strings": [HOSTILE], "runs": [{"algo": "a"}],
+                 "episodes": [{"run": 0, "steps": [[HOSTILE]]}]})
     block = text.split('<script type="application/json" id="episode-data">', 1)[1].split("</script>", 1)[0]
     assert json.loads(block)["strings"] == [HOSTILE]
+    steps = text.split('<script type="application/json" id="steps-0">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(steps) == [[[HOSTILE]]]
     assert "<" not in embed_json(HOSTILE) and ">" not in embed_json(HOSTILE)
 
 

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -36,6 +37,7 @@ from empg_gym.errors import ConfigError
 
 #: File name of the page in the folder it shows.
 VIEWER = "viewer.html"
+_PLACEHOLDER = re.compile(r"/\*STYLE\*/|/\*SCRIPT\*/|<!--STEPS-->|<!--TITLE-->|/\*DATA\*/")
 _EVAL_LOG = re.compile(r"^eval_(?P<split>.+?)(?:_update(?P<update>\d+))?\.jsonl$")
 #: Step fields, in the order each step's array holds them (the page reads the same list).
 STEP_FIELDS = ("observation", "response", "action", "format_valid", "action_valid", "reward", "H", "g", "f",
@@ -97,7 +99,9 @@ def _final_update(run_dir: Path) -> int | None:
 
 
 def _short(value: Any) -> Any:
-    """Round a float to 4 decimals (the page shows 3; the file is about half as big)."""
+    """Round a float to 4 decimals (the page shows 3; the file is about half as big); a bool as 0/1."""
+    if isinstance(value, bool):
+        return int(value)
     return round(value, 4) if isinstance(value, float) else value
 
 
@@ -108,6 +112,8 @@ def _episode(ep: dict[str, Any], run: int, kind: str, split: str, update: int | 
     steps = []
     for st in ep.get("steps", []):
         row: list[Any] = [s(st.get(k)) if k in _TEXT_FIELDS else _short(st.get(k)) for k in STEP_FIELDS]
+        while row and row[-1] is None:  # an evaluated step has no H, g, f or advantage
+            row.pop()
         steps.append(row)
     return {"run": run, "kind": kind, "split": split, "update": update, "task": ep.get("task_id", ""),
             "goal": s(ep.get("goal", "")), "types": [label(k, str(v)) for k, v in facets.items()],
@@ -157,14 +163,49 @@ def embed_json(data: Any) -> str:
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
+def colour_scales(episodes: list[dict[str, Any]]) -> dict[str, float]:
+    """Return the largest ``|advantage|``, ``|log g|``, ``f`` and ``H`` over every step (the page's colour scales).
+
+    Example:
+        >>> row = [0, 0, 0, 1, 1, 0.0, 1.5, 2.0, 0.5, -3.0]
+        >>> {k: round(v, 3) for k, v in colour_scales([{"steps": [row]}]).items()}
+        {'advantage': 3.0, 'g': 0.693, 'f': 0.5, 'H': 1.5}
+    """
+    col = {k: STEP_FIELDS.index(k) for k in ("advantage", "g", "f", "H")}
+    out = dict.fromkeys(col, 0.0)
+    for ep in episodes:
+        for st in ep["steps"]:
+            if len(st) <= col["advantage"]:
+                continue
+            for k, i in col.items():
+                v = st[i]
+                if isinstance(v, (int, float)):
+                    v = abs(math.log(v)) if k == "g" and v > 0 else (0.0 if k == "g" else abs(v))
+                    out[k] = max(out[k], v)
+    return out
+
+
 def page(data: dict[str, Any]) -> str:
-    """Return the self-contained HTML page for ``data`` (:func:`viewer_data`)."""
+    """Return the self-contained HTML page for ``data`` (:func:`viewer_data`).
+
+    The episodes' steps go into one JSON block per run, which the page parses only when one of its episodes is
+    opened; the main block (parsed on load) holds the episodes' summaries.
+    """
     title = "empg-gym episodes: " + data.get("source", "")
-    html = _asset("page.html")
-    return (html.replace("/*STYLE*/", _asset("page.css"))
-            .replace("/*SCRIPT*/", _asset("page.js"))
-            .replace("<!--TITLE-->", title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
-            .replace("/*DATA*/", embed_json(data)))
+    chunks: list[list[Any]] = [[] for _ in data["runs"]]
+    summaries = []
+    for ep in data["episodes"]:
+        chunk = chunks[ep["run"]]
+        summaries.append({**{k: v for k, v in ep.items() if k != "steps"}, "pos": len(chunk)})
+        chunk.append(ep["steps"])
+    main = {**data, "episodes": summaries, "scale": colour_scales(data["episodes"])}
+    blocks = "\n".join(f'<script type="application/json" id="steps-{i}">{embed_json(c)}</script>'
+                        for i, c in enumerate(chunks))
+    parts = {"/*STYLE*/": _asset("page.css"), "/*SCRIPT*/": _asset("page.js"), "<!--STEPS-->": blocks,
+             "<!--TITLE-->": title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"),
+             "/*DATA*/": embed_json(main)}
+    # one pass over the template: a text that happens to hold a placeholder is never replaced
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(0)], _asset("page.html"))
 
 
 def write_viewer(folder: str | Path, path: str | Path | None = None) -> Path:

@@ -41,7 +41,7 @@
   fillSelect($("f-seed"), all.concat(distinct(runs.map((r) => r.seed), true).map((v) => [v, String(v)])));
   fillSelect($("f-kind"), [["", "all"], ["eval", "evaluations"], ["train", "training rollouts"]]);
   fillSelect($("f-split"), all.concat(distinct(episodes.map((e) => e.split)).map((v) => [v, v])));
-  fillSelect($("f-type"), all.concat(distinct([].concat(...episodes.map((e) => e.types))).map((v) => [v, v])));
+  fillSelect($("f-type"), all.concat(distinct(episodes.flatMap((e) => e.types)).map((v) => [v, v])));
   fillSelect($("f-outcome"), [["", "all"], ["won", "won"], ["failed", "failed"]]);
   fillSelect($("f-update"), all.concat(distinct(episodes.map((e) => e.update), true).map((v) => [v, "update " + v])));
   fillSelect($("f-colour"), [["advantage", "advantage"], ["g", "EMPG g"], ["f", "EMPG f"], ["H", "step entropy H"],
@@ -50,17 +50,13 @@
   fillSelect($("f-side-b"), algos.map((v) => [v, v]));
   if (algos.length > 1) $("f-side-b").value = algos[1];
 
-  // colour scales: the largest magnitude over all logged steps (|A|, |log g|, f, H)
-  const scale = { advantage: 0, g: 0, f: 0, H: 0 };
-  for (const e of episodes) {
-    for (const st of e.steps) {
-      for (const k of ["advantage", "f", "H"]) {
-        const v = st[F[k]];
-        if (typeof v === "number" && Math.abs(v) > scale[k]) scale[k] = Math.abs(v);
-      }
-      const g = st[F.g];
-      if (typeof g === "number" && g > 0 && Math.abs(Math.log(g)) > scale.g) scale.g = Math.abs(Math.log(g));
-    }
+  // colour scales: the largest magnitude over all logged steps (|A|, |log g|, f, H), computed when the page was written
+  const scale = data.scale;
+  // each run's steps: one JSON block, parsed when one of its episodes is first opened
+  const chunks = new Map();
+  function stepsOf(e) {
+    if (!chunks.has(e.run)) chunks.set(e.run, JSON.parse(document.getElementById("steps-" + e.run).textContent));
+    return chunks.get(e.run)[e.pos];
   }
 
   function stepColour(st, mode) {
@@ -109,8 +105,8 @@
     const head = el("tr", {}, ...["#", "observation", "response", "action", "valid", "reward", "H", "g", "f", "A"]
       .map((t) => el("th", { text: t })));
     const body = el("tbody");
-    e.steps.forEach((st, i) => {
-      const valid = st[F.format_valid] === false ? "bad format" : (st[F.action_valid] === false ? "invalid" : "✓");
+    stepsOf(e).forEach((st, i) => {
+      const valid = st[F.format_valid] === 0 ? "bad format" : (st[F.action_valid] === 0 ? "invalid" : "✓");
       const row = el("tr", {},
         el("td", { className: "num", text: String(i + 1) }),
         el("td", { className: "text", text: S[st[F.observation]] }),
