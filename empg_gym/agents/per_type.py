@@ -226,6 +226,11 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
+def _greedy_episodes(path: Path) -> list[dict[str, Any]]:
+    """Return the greedy episodes of an evaluation log (it may also hold sampled ones, ``mode: "sampled"``)."""
+    return [ep for ep in _read_jsonl(path) if ep.get("mode", "greedy") == "greedy"]
+
+
 def _cell(values: list[float]) -> str:
     if not values:
         return "–"
@@ -277,7 +282,7 @@ def _baseline(out: Path, env: str, split: str, labels: Sequence[str], seeds: Seq
     found = []
     for seed in seeds:
         for algo in labels:
-            eps = _read_jsonl(out / "runs" / env / algo / f"seed{seed}" / f"eval_{split}_update0.jsonl")
+            eps = _greedy_episodes(out / "runs" / env / algo / f"seed{seed}" / f"eval_{split}_update0.jsonl")
             if eps:
                 found.append(eps)
                 break
@@ -308,7 +313,7 @@ def write_per_type_csv(out: str | Path) -> Path | None:
                     final = [r["update"] for r in _read_jsonl(run / "evals.jsonl")]
                     for update, name in ((0, f"eval_{split}_update0.jsonl"),
                                          (max(final, default=""), f"eval_{split}.jsonl")):
-                        if eps := _read_jsonl(run / name):
+                        if eps := _greedy_episodes(run / name):
                             rows += per_type_csv_rows(eps, family_of(env), env=env, split=split, algo=algo,
                                                       seed=seed, update=update)
     if not rows:
@@ -337,7 +342,8 @@ def per_type_lines(out: str | Path) -> list[str]:
         family = family_of(env)
         for split in cfg["eval_splits"]:
             runs = {algo: [eps for seed in cfg["seeds"]
-                           if (eps := _read_jsonl(out / "runs" / env / algo / f"seed{seed}" / f"eval_{split}.jsonl"))]
+                           if (eps := _greedy_episodes(out / "runs" / env / algo / f"seed{seed}" /
+                                                       f"eval_{split}.jsonl"))]
                     for algo in labels}
             runs = {a: r for a, r in runs.items() if r}
             if not runs:

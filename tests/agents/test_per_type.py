@@ -147,7 +147,8 @@ def test_per_type_lines_reads_a_bench_folder(tmp_path):
             folder.mkdir(parents=True)
             (folder / "evals.jsonl").write_text(json.dumps({"update": 4, "split": "eval_in_distribution"}) + "\n")
             eps = [{"facets": {"doors": "1"}, "won": bool(won[0]), "score": 1.0},
-                   {"facets": {"doors": "2"}, "won": bool(won[1]) and seed == 0, "score": 0.0}]
+                   {"facets": {"doors": "2"}, "won": bool(won[1]) and seed == 0, "score": 0.0, "mode": "greedy"},
+                   {"facets": {"doors": "2"}, "won": True, "score": 1.0, "mode": "sampled"}]  # not in the tables
             (folder / "eval_eval_in_distribution.jsonl").write_text("".join(json.dumps(e) + "\n" for e in eps))
             before = [{"facets": {"doors": "1"}, "won": seed == 1, "score": 0.0},
                       {"facets": {"doors": "2"}, "won": False, "score": 0.0}]
