@@ -188,3 +188,34 @@ def test_evaluate_policy_reports_and_logs_per_type(tmp_path):
     ep = episodes[0]
     assert ep["facets"] == {"doors": ep["task_type"].removeprefix("doors_")} and ep["goal"]
     assert {"observation", "response", "action", "action_valid", "format_valid", "reward"} <= set(ep["steps"][0])
+
+
+def test_rollout_trajectories_carry_deepsearch_answer_scores():
+    import torch
+
+    from empg_gym.agents.policy import Generation
+    from empg_gym.agents.rollout import RolloutConfig, collect_rollouts
+
+    env = gym.make("EMPG-DeepSearch-v0", split="eval_in_distribution")
+    task = env.unwrapped.manifest.tasks("eval_in_distribution")[0]
+    gold = task.data["golden_answers"][0]
+
+    class Answers:  # answers each prompt with the next of its texts, whatever the prompt
+        device = torch.device("cpu")
+
+        def __init__(self, texts):
+            self.texts = list(texts)
+
+        def generate(self, prompts, config=None, *, generator=None):
+            one = torch.ones(1, dtype=torch.long)
+            return [Generation(one, one, torch.zeros(1), torch.zeros(1), self.texts.pop(0), "stop") for _ in prompts]
+
+    envs = [env, gym.make("EMPG-DeepSearch-v0", split="eval_in_distribution")]
+    texts = [f"<think>sure</think><answer>{gold}</answer>", f"<think>guess</think><answer>{gold} junior</answer>"]
+    batch = collect_rollouts(Answers(texts), envs, RolloutConfig(group_size=2, split="eval_in_distribution",
+                                                                 progress=False), task_ids=[task.task_id])
+    for e in envs:
+        e.close()
+    right, wrong = batch.trajectories
+    assert right.answer_scores == {"em": 1.0, "f1": 1.0} and right.won
+    assert wrong.answer_scores["em"] == 0.0 and 0.0 < wrong.answer_scores["f1"] < 1.0
