@@ -8,6 +8,7 @@ Examples::
     empg-gym demo
     empg-gym train --preset cpu --env EMPG-ALFWorld-v0 --algo empg --steps 3 --out runs/empg
     empg-gym bench --preset quick --out runs/quick
+    empg-gym view runs/quick
     empg-gym bench --preset quick --no-pipeline-check --algos empg --sweep k=0.5,1,2 zeta=0,0.05 --out runs/sweep
     empg-gym serve-webshop --port 3000
     empg-gym serve-retriever --port 8000
@@ -170,7 +171,8 @@ def _cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         out.flush()
 
     report = run_bench(config, args.out, log=log)
-    out.write(f"Report: {report}\nResults: {report.parent / 'results.csv'}\n")
+    out.write(f"Report: {report}\nResults: {report.parent / 'results.csv'}\n"
+              f"Episodes: {_write_viewer(report.parent, out)}\n")
     return 0
 
 
@@ -218,14 +220,62 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
-    from empg_gym.agents.evaluate import evaluate_run
+    import csv
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
 
-    result = evaluate_run(args.model, env_id=args.env, split=args.split, n_tasks=args.tasks, log_path=args.log)
+    from empg_gym.agents.evaluate import evaluate_run
+    from empg_gym.agents.per_type import family_of, per_type_csv_rows, per_type_rows
+
+    folder = Path(args.out) if args.out else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = (folder or Path(tmp)) / f"eval_{args.split}.jsonl"
+        result = evaluate_run(args.model, env_id=args.env, split=args.split, n_tasks=args.tasks, log_path=log)
+        episodes = [json.loads(ln) for ln in log.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if args.log:
+            shutil.copyfile(log, args.log)
+    family = family_of(args.env)
     out.write(f"{args.env} {args.split}: success rate {result['success_rate']:.3f} over "
               f"{int(result['num_tasks'])} tasks\n")
-    for key, value in result.items():
-        if key.startswith("success_rate/"):
-            out.write(f"  {key.split('/', 1)[1]:<34} {value:.3f}\n")
+    rows = per_type_rows(episodes, family)
+    metrics = list(dict.fromkeys(m for r in rows for m in r.values))
+    out.write(f"  {'type':<24} {'n':>5} " + " ".join(f"{m:>8}" for m in metrics) + "\n")
+    for r in rows:
+        out.write(f"  {r.label:<24} {r.n:>5} " + " ".join(f"{r.values.get(m, float('nan')):>8.3f}" for m in metrics)
+                  + "\n")
+    if folder is not None:
+        (folder / "eval.json").write_text(json.dumps({"env": args.env, "model": args.model, "split": args.split,
+                                                      "tasks": args.tasks}), encoding="utf-8")
+        table = per_type_csv_rows(episodes, family, env=args.env, split=args.split, model=args.model)
+        with open(folder / "results.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in table for k in r)), restval="")
+            writer.writeheader()
+            writer.writerows(table)
+        out.write(f"Results: {folder / 'results.csv'}\nViewer: {_write_viewer(folder, out)}\n")
+    return 0
+
+
+def _write_viewer(folder: Any, out: TextIO) -> Any:
+    """Write ``folder``'s episode viewer; a failure is reported, never fatal (the results are already written)."""
+    from empg_gym.errors import EmpgGymError
+    from empg_gym.viewer import write_viewer
+
+    try:
+        return write_viewer(folder)
+    except (EmpgGymError, OSError, ValueError) as e:
+        out.write(f"(no viewer: {e})\n")
+        return None
+
+
+def _cmd_view(args: argparse.Namespace, out: TextIO) -> int:
+    from empg_gym.viewer import write_viewer
+
+    path = write_viewer(args.folder, args.out)
+    out.write(f"{path.resolve()}\n")
     return 0
 
 
@@ -332,7 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a run folder written by `train`, or a model spec")
     p.add_argument("--tasks", type=int, default=None, help="only the first N tasks of the split")
     p.add_argument("--log", default=None, help="write one JSON line per episode here")
+    p.add_argument("--out", default=None,
+                   help="folder for the episodes (eval_SPLIT.jsonl), results.csv (one row per task type) and the "
+                        "episode viewer (viewer.html)")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("view", help="write one self-contained HTML page of a bench's, train run's or eval's episodes")
+    p.add_argument("folder", help="a folder written by `empg-gym bench`, `train` or `eval --out`")
+    p.add_argument("--out", default=None, help="the HTML file to write (default FOLDER/viewer.html)")
+    p.set_defaults(func=_cmd_view)
 
     p = sub.add_parser("export-verl", help="write a split as verl RL-dataset rows (parquet) for the empg_gym agent loop")
     p.add_argument("--env", required=True, help="env id, e.g. EMPG-ALFWorld-v0")

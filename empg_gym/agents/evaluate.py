@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from empg_gym.agents.config import TrainConfig
+from empg_gym.agents.per_type import annotate, family_of, per_type_metrics
 
 
 def evaluate_policy(
@@ -21,8 +22,9 @@ def evaluate_policy(
 ) -> dict[str, float]:
     """Play each of the first ``n_tasks`` tasks of ``split`` (all when ``None``) once, greedily.
 
-    Returns ``success_rate``, ``score``, ``episode_len``, ``num_tasks`` and ``success_rate/<task_type>``; with
-    ``log_path``, writes one JSON line per episode (task, outcome, every action and observation).
+    Returns ``success_rate``, ``score``, ``episode_len``, ``num_tasks``, ``success_rate/<task_type>`` and the
+    family's per-type metrics (``pick/success``, ``hops=2/f1``...); with ``log_path``, writes one JSON line per
+    episode (:func:`episode_records`: task, outcome, facets, every response, action and observation).
     """
     from empg_gym.agents.policy import GenerationConfig
     from empg_gym.agents.rollout import RolloutConfig, collect_rollouts
@@ -30,7 +32,9 @@ def evaluate_policy(
 
     probe = make_envs(config, 1)[0]
     task_ids = probe.unwrapped.task_ids(split)
+    manifest = probe.unwrapped.manifest
     probe.close()
+    family = family_of(config.env_id)
     if n_tasks is not None:
         task_ids = task_ids[:n_tasks]
     generation = GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
@@ -46,22 +50,31 @@ def evaluate_policy(
         finally:
             for env in envs if isinstance(envs, list) else [envs]:
                 env.close()
-        steps: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for s in rollout.samples:
-            steps[s.traj_id].append({"observation": s.observation, "response": s.response_text, "action": s.action,
-                                     "action_valid": s.action_valid})
-        for t in rollout.trajectories:
-            episodes.append({"task_id": t.task_id, "task_type": t.task_type, "won": t.won, "score": t.score,
-                             "length": t.length, "truncated": t.truncated, "steps": steps[t.traj_id]})
+        episodes += episode_records(rollout, manifest, family)
     if log_path is not None:
         with open(log_path, "w", encoding="utf-8") as f:
             for ep in episodes:
                 f.write(json.dumps(ep, ensure_ascii=False) + "\n")
-    return summarize(episodes)
+    return summarize(episodes, family)
 
 
-def summarize(episodes: list[dict[str, Any]]) -> dict[str, float]:
-    """Return success rate, score and length over ``episodes``, and success rate per task type."""
+def episode_records(rollout: Any, manifest: Any, family: str) -> list[dict[str, Any]]:
+    """Return one log record per trajectory of ``rollout``: task, outcome, facets (:mod:`.per_type`), every step."""
+    steps: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for s in rollout.samples:
+        steps[s.traj_id].append({"observation": s.observation, "response": s.response_text, "action": s.action,
+                                 "format_valid": s.format_valid, "action_valid": s.action_valid,
+                                 "reward": s.env_reward})
+    return [annotate({"task_id": t.task_id, "task_type": t.task_type, "won": t.won, "score": t.score,
+                      "length": t.length, "truncated": t.truncated, "steps": steps[t.traj_id]},
+                     family, manifest.get(t.task_id), str(manifest.source), t.answer_scores)
+            for t in rollout.trajectories]
+
+
+def summarize(episodes: list[dict[str, Any]], family: str = "custom") -> dict[str, float]:
+    """Return success rate, score and length over ``episodes``, success rate per task type and the family's
+    per-type metrics (``<label>/<metric>``, :func:`~empg_gym.agents.per_type.per_type_metrics`).
+    """  # noqa: D205
     if not episodes:
         return {"num_tasks": 0.0}
     by_type: dict[str, list[float]] = defaultdict(list)
@@ -74,6 +87,7 @@ def summarize(episodes: list[dict[str, Any]]) -> dict[str, float]:
         "episode_len": sum(float(ep["length"]) for ep in episodes) / len(episodes),
     }
     out.update({f"success_rate/{k}": sum(v) / len(v) for k, v in sorted(by_type.items())})
+    out.update(per_type_metrics(episodes, family))
     return out
 
 

@@ -143,6 +143,7 @@ class Trajectory:
         length: Number of steps taken.
         truncated: Ended by a step limit rather than by the task.
         reward: Outcome reward ``R = reward_scale × won``.
+        answer_scores: The final ``info``'s answer scores, when the env gives them (Deep Search: ``em``, ``f1``).
     """
 
     traj_id: int
@@ -154,6 +155,11 @@ class Trajectory:
     length: int
     truncated: bool
     reward: float
+    answer_scores: dict[str, float] = field(default_factory=dict)
+
+
+#: Keys of an episode's final ``info`` kept as :attr:`Trajectory.answer_scores`.
+ANSWER_SCORES = ("em", "f1")
 
 
 @dataclass(frozen=True)
@@ -418,6 +424,7 @@ class _Play:
                     len(steps),
                     self.truncated[k],
                     R,
+                    {key: float(last[key]) for key in ANSWER_SCORES if key in last},
                 )
             )
             for t, step in enumerate(steps):

@@ -57,6 +57,8 @@ from empg_gym.agents.estimate import (
     measure_speed,
     revised_estimate,
 )
+from empg_gym.agents.per_type import family_of
+from empg_gym.agents.rollout_log import RolloutLog
 from empg_gym.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -378,6 +380,7 @@ class Trainer:
         if self.update_step < config.updates:  # before building B·G envs, which can take minutes
             self.preflight()
         self.envs = make_envs(config, self.B * self.G)
+        self.rollout_log = RolloutLog(self.out_dir, family_of(config.env_id), self.envs, start=self.update_step)
 
     # ---------------------------------------------------------------------------------------------- loop
     def train(self) -> list[dict[str, float]]:
@@ -549,6 +552,7 @@ class Trainer:
         batch = self._measure_uncertainty(batch, prompts, responses)
         metrics["time/uncertainty"] = time.perf_counter() - t_unc
         advantages, adv_metrics = compute_advantages(self.algo, batch)
+        self.rollout_log.record(self.update_step + 1, samples, batch, advantages)  # for `empg-gym view`
         actor_metrics = self._update(batch, advantages, prompts, responses)
         self._attempt = 0  # the next update's first rollout batch gets that update's first seed
         t2 = time.perf_counter()

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from empg_gym.agents.per_type import per_type_lines
 from empg_gym.bench.records import (
     DIAGNOSTICS,
     GREEDY,
@@ -522,6 +523,7 @@ SECTIONS: tuple[Section, ...] = (
     _headline_section,
     _improvement_section,
     _before_after_section,
+    lambda bench: per_type_lines(bench.out),  # per task type, untrained policy first (agents/per_type.py)
     _sweep_section,
     _plots_section,
     _diagnostics_section,

@@ -5,7 +5,8 @@ Each run lives in ``OUT/runs/<env>/<algo>/seed<seed>/``: the trainer's ``metrics
 ``evals.jsonl`` (success on every eval split before training — update 0 —, every ``eval_every`` updates, after the
 first update that reaches each multiple of ``eval_every_env_steps`` training env steps, and after the last; each line
 with the update, the env steps played and the env-step budget it stands for), ``eval_<split>.jsonl`` episode logs of
-the final policy, and ``result.json`` once the run is finished. File names and readers are in
+the final policy (``eval_<split>_update0.jsonl`` of the untrained one), ``rollouts.jsonl`` (a sample of each update's
+training rollouts, for the viewer), and ``result.json`` once the run is finished. File names and readers are in
 :mod:`empg_gym.bench.records`. A rerun skips runs with a ``result.json`` and resumes the others from their checkpoint. ``OUT/results.csv``
 (one row per env × split × algo × seed × evaluated update) is rebuilt from every ``result.json`` after each run, and
 the report from ``results.csv``.
@@ -251,7 +252,8 @@ def _restrict(envs: Any, task_type: str) -> None:
 def evaluate_filtered(trainer: Any, split: str, n_tasks: int, task_type: str | None,
                       log_path: Path | None) -> dict[str, Any]:
     """Play the first ``n_tasks`` tasks of ``split`` (of ``task_type`` only, when given) once each, greedily."""
-    from empg_gym.agents.evaluate import summarize
+    from empg_gym.agents.evaluate import episode_records, summarize
+    from empg_gym.agents.per_type import family_of
     from empg_gym.agents.policy import GenerationConfig
     from empg_gym.agents.rollout import RolloutConfig, collect_rollouts
     from empg_gym.agents.trainer import make_envs
@@ -259,7 +261,8 @@ def evaluate_filtered(trainer: Any, split: str, n_tasks: int, task_type: str | N
     cfg = trainer.config
     envs = make_envs(dataclasses.replace(cfg, vectorization="sync"), 1)
     task_ids = filtered_task_ids(envs[0], split, task_type)[:n_tasks]
-    source = str(envs[0].unwrapped.manifest.source)
+    manifest = envs[0].unwrapped.manifest
+    source = str(manifest.source)
     for env in envs:
         env.close()
     rollout_cfg = RolloutConfig(group_size=1, split=split, reward_scale=1.0, max_steps=cfg.max_steps,
@@ -272,13 +275,13 @@ def evaluate_filtered(trainer: Any, split: str, n_tasks: int, task_type: str | N
     finally:
         for env in envs if isinstance(envs, list) else [envs]:
             env.close()
-    episodes = [{"task_id": t.task_id, "task_type": t.task_type, "won": t.won, "score": t.score,
-                 "length": t.length, "truncated": t.truncated} for t in rollout.trajectories]
+    family = family_of(cfg.env_id)
+    episodes = episode_records(rollout, manifest, family)
     if log_path is not None:
         with open(log_path, "w", encoding="utf-8") as f:
             for ep in episodes:
                 f.write(json.dumps(ep) + "\n")
-    return {**summarize(episodes), "source": source}
+    return {**summarize(episodes, family), "source": source}
 
 
 def _trainer_class() -> type:
@@ -314,7 +317,8 @@ def _trainer_class() -> type:
             Each line holds the update, the training env steps played so far (``env_steps``), the env-step budget
             the evaluation stands for (``budget_env_steps``, :func:`~empg_gym.agents.trainer.eval_budget`; absent
             when it reached none) and the metrics. ``episode_logs`` also writes the episodes to
-            ``eval_<split>.jsonl`` (the final policy's).
+            ``eval_<split>.jsonl`` (the final policy's); the untrained
+            policy's (update 0) always go to ``eval_<split>_update0.jsonl`` (the per-type tables' baseline row).
             """
             if self.bench is None:
                 return
@@ -326,7 +330,8 @@ def _trainer_class() -> type:
             t0 = time.perf_counter()
             with open(self.out_dir / EVALS, "a", encoding="utf-8") as f:
                 for split in self.bench.eval_splits:
-                    log_path = self.out_dir / f"eval_{split}.jsonl" if episode_logs else None
+                    log_path = (self.out_dir / f"eval_{split}.jsonl" if episode_logs else
+                                self.out_dir / f"eval_{split}_update0.jsonl" if update == 0 else None)
                     metrics = evaluate_filtered(self, split, self.bench.eval_tasks, self.task_type, log_path)
                     record = {"update": update, "env_steps": self.env_steps, "split": split, "metrics": metrics}
                     if budget is not None:

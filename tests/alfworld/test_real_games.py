@@ -174,3 +174,19 @@ def test_data_errors(tmp_path):
         gym.make("EMPG-ALFWorld-v0", data_path=tmp_path)
     with pytest.raises(ConfigError, match="Unknown source 'web'"):
         gym.make("EMPG-ALFWorld-v0", source="web")
+
+
+def test_real_games_are_reported_under_the_papers_task_types(real_env):
+    from empg_gym.agents.per_type import annotate, per_type_rows
+
+    manifest = real_env.unwrapped.manifest
+    tasks = manifest.tasks("eval_in_distribution")
+    eps = [annotate({"task_type": t.task_type, "won": i % 2 == 0, "score": float(i % 2 == 0)}, "alfworld", t,
+                    manifest.source, {}) for i, t in enumerate(tasks)]
+    rows = per_type_rows(eps, "alfworld")
+    assert rows[0].label == "all" and rows[0].n == len(tasks)
+    assert {r.label for r in rows[1:]} == {
+        {"pick_and_place_simple": "pick", "look_at_obj_in_light": "look", "pick_two_obj_and_place": "pick2",
+         "pick_clean_then_place_in_recep": "clean", "pick_heat_then_place_in_recep": "heat",
+         "pick_cool_then_place_in_recep": "cool"}[t.task_type] for t in tasks}
+    assert sum(r.n for r in rows[1:]) == len(tasks)

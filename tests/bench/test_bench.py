@@ -10,6 +10,7 @@ import re
 import gymnasium as gym
 import pytest
 
+from empg_gym.agents.per_type import per_type_lines
 from empg_gym.bench import BenchConfig, get_preset, run_bench
 from empg_gym.bench.records import final_scores, matched_budget, read_jsonl, scores_at_budget
 from empg_gym.bench.report import (
@@ -56,14 +57,18 @@ def test_results_csv_has_one_row_per_run_split_and_evaluated_update(bench_out):
         evals = [json.loads(x) for x in open(run_dir(out, "EMPG-KeyDoor-v0", r["algo"], int(r["seed"])) / "evals.jsonl")]
         match = [e for e in evals if e["update"] == r["update"] and e["split"] == r["split"]]
         assert len(match) == 1 and match[0]["metrics"]["success_rate"] == pytest.approx(r["success_rate"])
-    # the final policy's episode logs back the last row
+    # the final policy's episode logs back the last row, the untrained policy's the first (no other update is logged)
     for r in read_results(out):
-        if r["update"] == 2:
-            folder = run_dir(out, "EMPG-KeyDoor-v0", r["algo"], int(r["seed"]))
-            episodes = [json.loads(x) for x in open(folder / f"eval_{r['split']}.jsonl")]
-            assert len(episodes) == 3 == r["num_tasks"]
-            assert r["success_rate"] == pytest.approx(sum(e["won"] for e in episodes) / 3)
-            assert not list(folder.glob("eval_*_update*.jsonl"))
+        folder = run_dir(out, "EMPG-KeyDoor-v0", r["algo"], int(r["seed"]))
+        name = {0: f"eval_{r['split']}_update0.jsonl", 2: f"eval_{r['split']}.jsonl"}.get(int(r["update"]))
+        if name is None:
+            continue
+        episodes = [json.loads(x) for x in open(folder / name)]
+        assert len(episodes) == 3 == r["num_tasks"]
+        assert r["success_rate"] == pytest.approx(sum(e["won"] for e in episodes) / 3)
+        assert episodes[0]["steps"] and episodes[0]["facets"] == {"type": "key_door"}
+        assert sorted(p.name for p in folder.glob("eval_*_update*.jsonl")) == [
+            "eval_eval_in_distribution_update0.jsonl", "eval_eval_out_of_distribution_update0.jsonl"]
 
 
 def test_report_gives_before_and_after_with_confidence_intervals(bench_out):
@@ -81,6 +86,9 @@ def test_report_gives_before_and_after_with_confidence_intervals(bench_out):
         assert cells[-1] == "2/2"
     assert "95% CI over 3 seed(s)" in text and "torch" in text and "tiny-actions" in text
     assert "## EMPG diagnostics" in text and "Success rate of steps by step-entropy bin" in text
+    per_type = per_type_lines(out)  # the per-type tables, the untrained policy first (tested in test_per_type.py)
+    assert "\n".join(per_type) in text
+    assert sum(ln.startswith("| untrained (update 0) | 2 |") for ln in per_type) == 2  # one table per eval split
 
 
 def test_evals_record_env_steps_and_budgets(bench_out):
@@ -254,7 +262,10 @@ def test_cli_bench_prints_budget_and_report(tmp_path):
     text = out.getvalue()
     assert code == 0
     assert re.match(r"empg-gym bench \(custom\): 1 runs; budget: ", text.splitlines()[0])
-    assert text.rstrip().splitlines()[-2] == f"Report: {tmp_path / 'report.md'}"
+    assert text.rstrip().splitlines()[-3:] == [f"Report: {tmp_path / 'report.md'}",
+                                               f"Results: {tmp_path / 'results.csv'}",
+                                               f"Episodes: {tmp_path / 'viewer.html'}"]
+    assert (tmp_path / "viewer.html").is_file()
     assert json.loads((tmp_path / "bench.json").read_text())["config"]["train"]["model"] == "tiny-actions"
     with pytest.raises(ConfigError, match="FIELD=VALUE"):
         main(["bench", "--set", "oops", "--out", str(tmp_path)], out=io.StringIO())
