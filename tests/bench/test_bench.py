@@ -88,7 +88,7 @@ def test_report_gives_before_and_after_with_confidence_intervals(bench_out):
     assert "## EMPG diagnostics" in text and "Success rate of steps by step-entropy bin" in text
     per_type = per_type_lines(out)  # the per-type tables, the untrained policy first (tested in test_per_type.py)
     assert "\n".join(per_type) in text
-    assert sum(ln.startswith("| untrained (update 0) | 2 |") for ln in per_type) == 2  # one table per eval split
+    assert sum(ln.startswith("| untrained (update 0) | 3 |") for ln in per_type) == 2  # one table per eval split (3 seeds)
 
 
 def test_evals_record_env_steps_and_budgets(bench_out):
