@@ -66,7 +66,7 @@ _EXPORTS = {
     "compute_empg_gym_grpo_step_advantage": "estimators", "compute_empg_step_advantage": "estimators",
     "compute_gigpo_step_advantage": "estimators", "provide_step_rows": "estimators",
     "STEP_ESTIMATORS": "steps", "StepRows": "steps", "algorithm_for": "steps", "step_advantages": "steps",
-    "TRAINER_MODE": "trainer", "GymStepTrainer": "trainer", "read_step_rows": "trainer",
+    "TRAINER_MODE": "steps", "GymStepTrainer": "trainer", "read_step_rows": "trainer",
 }
 __all__ = sorted([*_EXPORTS, "VERL_VERSION", "REGISTRATIONS"])
 

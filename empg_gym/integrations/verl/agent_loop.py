@@ -50,6 +50,7 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetr
 from empg_gym.errors import ConfigError
 from empg_gym.integrations.verl.env_pool import EnvPool
 from empg_gym.integrations.verl.episodes import AGENT_NAME, EpisodeSpec, LoopSettings
+from empg_gym.integrations.verl.steps import STEP_ESTIMATORS, TRAINER_MODE
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class GymAgentLoop(AgentLoopBase):
             require_think=require_think, max_steps=max_steps, system_prompt=system_prompt,
             max_idle_envs=max_idle_envs,
         )
+        _check_trainer_mode(self.config)
         self.response_length = int(self.rollout_config.response_length)
         self.prompt_length = int(getattr(self.rollout_config, "prompt_length", 0) or 0) or 10**9
         if GymAgentLoop.pool is None:
@@ -245,6 +247,20 @@ def _weight_versions(steps: list[dict[str, Any]]) -> dict[str, int]:
     if highs:
         out["max_global_steps"] = max(highs)
     return out
+
+
+def _check_trainer_mode(config: Any) -> None:
+    """Refuse to play rows for one of our estimators under a trainer mode that gives them no step rows."""
+    from omegaconf import OmegaConf
+
+    estimator = OmegaConf.select(config, "algorithm.adv_estimator", default=None)
+    mode = OmegaConf.select(config, "trainer.v1.trainer_mode", default=None)
+    if estimator in STEP_ESTIMATORS and mode is not None and mode != TRAINER_MODE:
+        raise ConfigError(
+            f"algorithm.adv_estimator={estimator} needs trainer.v1.trainer_mode={TRAINER_MODE} (it hands each row's "
+            f"step index, trajectory and entropy to the estimator), got trainer_mode={mode}; it would fail at the "
+            f"first advantage step, after a whole rollout. Set trainer.v1.trainer_mode={TRAINER_MODE}."
+        )
 
 
 def _trajectory_id(row: dict[str, Any]) -> str:

@@ -35,6 +35,9 @@ from empg_gym.errors import ConfigError
 
 #: verl estimator name -> our algorithm preset. ``empg`` is EMPG over GRPO (DAPO's clip-higher and dynamic
 #: sampling are verl's own settings around it); ``empg_gym_grpo`` is our GRPO without EMPG, for baselines.
+#: The v1 trainer mode that hands step rows to the estimators below (``trainer.v1.trainer_mode=empg_gym``).
+TRAINER_MODE = "empg_gym"
+
 STEP_ESTIMATORS: dict[str, str] = {"empg": "empg", "gigpo": "gigpo", "empg_gym_grpo": "grpo"}
 
 #: The extra fields every step row must carry (GymAgentLoop writes them).

@@ -8,12 +8,16 @@ advantage step (KL-in-reward, rollout correction, ``compute_advantage``, the wri
 estimators run verl's step unchanged. Our metrics (``empg/*``, ``gigpo/*``, ``adv/*``) join verl's.
 
 verl's sync code (replay buffer, refill, checkpointing) compares ``trainer.v1.trainer_mode`` with the string
-``"sync"`` in a dozen places, so ``empg_gym`` only selects this class: the config it runs with says ``"sync"``, and
-the sync settings live under ``trainer.v1.sync`` as usual.
+``"sync"`` in a dozen places, so ``empg_gym`` only selects this class: the config it runs with (a copy) says
+``"sync"``, and the sync settings live under ``trainer.v1.sync`` as usual. The original config, which verl's task
+runner passes to the agent-loop workers, keeps ``empg_gym``: :class:`~empg_gym.integrations.verl.GymAgentLoop`
+refuses to start under any other mode when the estimator is one of ours, which would otherwise fail only at the
+first advantage step, after a whole rollout.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -25,12 +29,10 @@ from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 from empg_gym.errors import ConfigError
 from empg_gym.integrations.verl.episodes import check_export_sources
 from empg_gym.integrations.verl.estimators import provide_step_rows
-from empg_gym.integrations.verl.steps import STEP_ESTIMATORS, StepRows, algorithm_for
+from empg_gym.integrations.verl.steps import STEP_ESTIMATORS, TRAINER_MODE, StepRows, algorithm_for
 
 logger = logging.getLogger(__name__)
 
-#: The name to select this trainer with: ``trainer.v1.trainer_mode=empg_gym``.
-TRAINER_MODE = "empg_gym"
 
 
 @register_trainer(TRAINER_MODE)
@@ -38,6 +40,9 @@ class GymStepTrainer(PPOTrainerSync):
     """verl's synchronous v1 trainer whose advantage step hands step rows to the empg-gym estimators."""
 
     def __init__(self, config: Any) -> None:
+        # A copy: the caller's config (verl's task runner hands it on to the agent-loop workers) keeps saying
+        # trainer_mode=empg_gym, which is how GymAgentLoop tells this mode from one whose estimator calls get no rows.
+        config = copy.deepcopy(config)
         with open_dict(config):
             config.trainer.v1.trainer_mode = "sync"  # the class is chosen; verl's sync code keys on the name
         estimator = str(config.algorithm.adv_estimator)

@@ -60,9 +60,9 @@ def harness() -> SimpleNamespace:
                                extra_fields={"global_steps": v, "min_global_steps": v, "max_global_steps": v,
                                              "num_cached_tokens": 0})
 
-    def make_loop(server: Any, prompt_length: int = 8192, **settings: Any) -> GymAgentLoop:
+    def make_loop(server: Any, prompt_length: int = 8192, extra_config: dict | None = None, **settings: Any) -> GymAgentLoop:
         """Build the loop as verl's worker does (hydra passes these keyword arguments); call inside an event loop."""
-        config = OmegaConf.create({"actor_rollout_ref": {"rollout": {"prompt_length": prompt_length,
+        config = OmegaConf.create({**(extra_config or {}), "actor_rollout_ref": {"rollout": {"prompt_length": prompt_length,
                                                                      "response_length": RESPONSE_LENGTH}}})
         return GymAgentLoop(trainer_config=DictConfigWrap(config), server_manager=server, tokenizer=tokenizer,
                             processor=None, dataset_cls=RLHFDataset, data_config=DictConfigWrap(OmegaConf.create({})),

@@ -7,6 +7,7 @@ The stand-in (``harness.Server``, conftest.py) has verl's ``LLMServerClient.gene
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -207,3 +208,21 @@ def test_a_step_prompt_cut_by_prompt_length_is_counted_and_warned(harness, caplo
     assert not any(o.extra_fields["prompt_truncated"] for o in whole)
     assert f"{env_id}: a step prompt of {len(whole[0].prompt_ids)} tokens exceeds rollout.prompt_length=48" in caplog.text
     assert "Raise data.max_prompt_length" in caplog.text
+
+
+@pytest.mark.parametrize("estimator,mode,refused", [
+    ("empg", "sync", True), ("gigpo", "colocate_async", True), ("empg", "empg_gym", False), ("grpo", "sync", False),
+])
+def test_our_estimators_under_another_trainer_mode_are_refused_when_the_loop_starts(harness, estimator, mode, refused):
+    # issue #21 (2.5): under trainer_mode=sync our estimators get no step rows and used to fail only at the first
+    # advantage step, after a whole rollout; the first agent loop (validation before training) now refuses
+    extra = {"algorithm": {"adv_estimator": estimator}, "trainer": {"v1": {"trainer_mode": mode}}}
+
+    async def build():
+        return harness.make_loop(harness.Server([]), extra_config=extra)
+
+    if refused:
+        with pytest.raises(ConfigError, match=f"adv_estimator={estimator} needs trainer.v1.trainer_mode=empg_gym"):
+            asyncio.run(build())
+    else:
+        assert asyncio.run(build()).settings is not None

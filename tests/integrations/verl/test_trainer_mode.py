@@ -69,6 +69,8 @@ def test_the_mode_is_verls_sync_trainer(tq, caplog, tmp_path):
     assert "adv_estimator=empg (step rows" in caplog.text
     assert isinstance(trainer, GymStepTrainer) and isinstance(trainer, PPOTrainerSync)
     assert trainer.trainer_mode == "sync" and type(trainer.replay_buffer) is ReplayBuffer
+    # the caller's config, which verl hands on to the agent-loop workers, still names our mode (issue #21, 2.5)
+    assert config.trainer.v1.trainer_mode == "empg_gym" and trainer.config.trainer.v1.trainer_mode == "sync"
 
     with pytest.raises(ConfigError, match="bypass_mode=False"):
         GymStepTrainer(verl_config("algorithm.adv_estimator=empg", "algorithm.rollout_correction.bypass_mode=true"))
