@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FinishReason = Literal["stop", "eos", "length"]
+#: Distinct prompt texts whose token ids :meth:`LLMPolicy.encode_prompts` keeps (the memo is emptied when full).
+PROMPT_CACHE_SIZE = 4096
 
 
 # ------------------------------------------------------------------------------------------------- configs
@@ -231,6 +233,7 @@ class LLMPolicy:
         self._reference: PreTrainedModel | None = None
         self._logits_to_keep_ok = True
         self._cache_kwarg = _cache_kwarg(model)
+        self._prompt_cache: dict[tuple[str, bool, str | None, str], torch.Tensor] = {}
 
     @classmethod
     def from_spec(cls, spec: str = "smollm2-135m", *, dtype: str = "float32", **kwargs: Any) -> LLMPolicy:
@@ -241,8 +244,12 @@ class LLMPolicy:
 
     # --------------------------------------------------------------------------------------------- prompts
     def encode_prompts(self, prompts: Sequence[str]) -> list[torch.Tensor]:
-        """Return each prompt's token ids, ``(P_i,)`` int64, after applying the chat template."""
-        torch = _torch()
+        """Return each prompt's token ids, ``(P_i,)`` int64, after applying the chat template.
+
+        Encodings are memoised per prompt text (an env's step prompts repeat: a group's ``G`` copies of a task
+        start alike, and a small env has few distinct states), up to :data:`PROMPT_CACHE_SIZE` texts; the returned
+        tensors may be shared between calls, so treat them as read-only.
+        """
         if isinstance(prompts, str):
             raise ConfigError(
                 "prompts must be a sequence of strings, got a single string; wrap it in a list."
@@ -251,18 +258,27 @@ class LLMPolicy:
         for text in prompts:
             if not isinstance(text, str):
                 raise ConfigError(f"Every prompt must be a string, got {type(text).__name__}: {text!r:.80}.")
-            if self.use_chat_template:
-                messages = [{"role": "user", "content": text}]
-                if self.system_prompt is not None:
-                    messages.insert(0, {"role": "system", "content": self.system_prompt})
-                text = self.tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=True
-                )
-                ids = self.tokenizer(text + self.response_prefix, add_special_tokens=False)["input_ids"]
-            else:
-                ids = self.tokenizer(text + self.response_prefix)["input_ids"]
-            out.append(torch.tensor(ids, dtype=torch.long))
+            key = (text, self.use_chat_template, self.system_prompt, self.response_prefix)
+            ids = self._prompt_cache.get(key)
+            if ids is None:
+                if len(self._prompt_cache) >= PROMPT_CACHE_SIZE:
+                    self._prompt_cache.clear()
+                ids = self._prompt_cache[key] = self._encode(text)
+            out.append(ids)
         return out
+
+    def _encode(self, text: str) -> torch.Tensor:
+        """Tokenize one prompt (chat template, system turn and response prefix applied)."""
+        torch = _torch()
+        if self.use_chat_template:
+            messages = [{"role": "user", "content": text}]
+            if self.system_prompt is not None:
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = self.tokenizer(text + self.response_prefix, add_special_tokens=False)["input_ids"]
+        else:
+            ids = self.tokenizer(text + self.response_prefix)["input_ids"]
+        return torch.tensor(ids, dtype=torch.long)
 
     # ------------------------------------------------------------------------------------------ generation
     def generate(
@@ -430,8 +446,10 @@ class LLMPolicy:
         Prompts are left-padded and responses right-padded, so every response occupies the same last ``T_max``
         columns; the LM head then runs on those columns only (``logits_to_keep``), not on the whole sequence,
         which on ~500-token step prompts saves a quarter of the update's compute and most of its memory. Logits at
-        the position before each response token give ``log softmax(z/T)[y_t]``. Use ``torch.no_grad()`` around the
-        call when no gradient is needed.
+        the position before each response token give ``log softmax(z/T)[y_t]``. Rows that agree up to their last
+        response token (a group's copies of one prompt, an env state met again) run through the model once, unless
+        dropout or a forward hook makes a pass depend on more than its input; gradients then reach the shared row
+        summed, as they would from separate rows. Use ``torch.no_grad()`` around the call when no gradient is needed.
 
         Args:
             prompt_ids: ``N`` tensors ``(P_i,)``.
@@ -456,17 +474,20 @@ class LLMPolicy:
         device = self.device
         prompts = [p.flatten().long().cpu() for p in prompt_ids]
         responses = [r.flatten().long().cpu() for r in response_ids]
+        net = model if model is not None else self.model
+        # Rows whose inputs agree up to their last response token get the same logits (the last token is only a
+        # target): run the model once per distinct row when its forward pass is a pure function of the input.
+        rows, index = _distinct_rows(prompts, responses) if _deterministic(net) else (list(range(len(prompts))), None)
         n, t_max = len(prompts), max(r.numel() for r in responses)
-        prompt_part, prompt_attention = _left_pad(prompts, self.pad_token_id)
         targets = torch.full((n, t_max), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((n, t_max), dtype=torch.bool)
         for i, r in enumerate(responses):
             targets[i, : r.numel()] = r
             mask[i, : r.numel()] = True
-        input_ids = torch.cat([prompt_part, targets], dim=1).to(device)
-        attention = torch.cat([prompt_attention, mask.long()], dim=1).to(device)
+        prompt_part, prompt_attention = _left_pad([prompts[i] for i in rows], self.pad_token_id)
+        input_ids = torch.cat([prompt_part, targets[rows]], dim=1).to(device)
+        attention = torch.cat([prompt_attention, mask[rows].long()], dim=1).to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        net = model if model is not None else self.model
         kwargs = {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions, "use_cache": False}
         # Column P_max - 1 + t predicts response token t: keep the last T_max + 1 columns, drop the final one.
         with self.autocast():
@@ -477,12 +498,15 @@ class LLMPolicy:
                     self._logits_to_keep_ok = False
             if not self._logits_to_keep_ok:
                 logits = net(**kwargs).logits[:, -(t_max + 1) : -1]
-        logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)  # (N, T_max, V)
+        logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)  # (N_distinct, T_max, V)
+        entropy_all = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None  # (N_distinct, T_max)
+        if index is not None:
+            index = index.to(device)
+            logp_all = logp_all.index_select(0, index)
+            entropy_all = entropy_all.index_select(0, index) if entropy_all is not None else None
         mask = mask.to(device)
         log_probs = logp_all.gather(-1, targets.to(device)[..., None]).squeeze(-1) * mask
-        entropies = None
-        if with_entropy:
-            entropies = -(logp_all.exp() * logp_all).sum(-1) * mask
+        entropies = entropy_all * mask if entropy_all is not None else None
         return TokenScores(log_probs=log_probs, entropies=entropies, mask=mask)
 
     # ------------------------------------------------------------------------------------------- reference
@@ -687,6 +711,63 @@ def _dedup(prompt_ids: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Te
             unique.append(p)
         index.append(seen[key])
     return unique, torch.tensor(index, dtype=torch.long)
+
+
+def _deterministic(net: Any) -> bool:
+    """Whether ``net``'s forward pass is a pure function of its input: no active dropout, no hook that reads rows.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1))
+        >>> _deterministic(net.eval()), _deterministic(net.train())
+        (True, False)
+        >>> handle = net[0].register_forward_hook(lambda *a: None)
+        >>> _deterministic(net.eval())
+        False
+    """
+    torch = _torch()
+    module_hooks = torch.nn.modules.module
+    if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
+        return False
+    for m in net.modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            return False
+        if m.training and isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0:
+            return False
+    if net.training:  # dropout written into the forward code (e.g. Llama's attention_dropout) rather than a module
+        config = getattr(net, "config", None)
+        rates = config.to_dict() if hasattr(config, "to_dict") else {}
+        if any("dropout" in k and isinstance(v, (int, float)) and v > 0 for k, v in rates.items()):
+            return False
+    return True
+
+
+def _distinct_rows(
+    prompts: list[torch.Tensor], responses: list[torch.Tensor]
+) -> tuple[list[int], torch.Tensor | None]:
+    """Return the first row of each distinct ``prompt + response[:-1]`` and, per row, the position of its copy.
+
+    The index is ``None`` when every row is distinct.
+
+    Example:
+        >>> import torch
+        >>> p, r = torch.tensor([1, 2]), [torch.tensor([5]), torch.tensor([6]), torch.tensor([5, 7])]
+        >>> rows, index = _distinct_rows([p, p, p], r)
+        >>> rows, index.tolist()
+        ([0, 2], [0, 0, 1])
+    """
+    torch = _torch()
+    seen: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    rows, index = [], []
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        key = (tuple(p.tolist()), tuple(r[:-1].tolist()))
+        if key not in seen:
+            seen[key] = len(rows)
+            rows.append(i)
+        index.append(seen[key])
+    if len(rows) == len(prompts):
+        return rows, None
+    return rows, torch.tensor(index, dtype=torch.long)
 
 
 def _left_pad(prompt_ids: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
