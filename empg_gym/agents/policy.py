@@ -234,6 +234,7 @@ class LLMPolicy:
         self._logits_to_keep_ok = True
         self._cache_kwarg = _cache_kwarg(model)
         self._prompt_cache: dict[tuple[str, bool, str | None, str], torch.Tensor] = {}
+        self._decode_cache: dict[tuple[int, ...], str] = {}
 
     @classmethod
     def from_spec(cls, spec: str = "smollm2-135m", *, dtype: str = "float32", **kwargs: Any) -> LLMPolicy:
@@ -328,7 +329,8 @@ class LLMPolicy:
         uncertainty: list[list[float]] = [[] for _ in range(n)]
         finish: list[FinishReason] = ["length"] * n
         was_training = self.model.training
-        self.model.eval()
+        if was_training:  # walking the module tree costs more than a tiny model's forward pass
+            self.model.eval()
         try:
             with torch.no_grad(), self.autocast():
                 out = self._prefill(input_ids, attention, positions)
@@ -371,12 +373,10 @@ class LLMPolicy:
                     )
                     logits, cache = out.logits[:, -1, :], _cache_of(out)
         finally:
-            self.model.train(was_training)
-        return [
-            self._generation(p, tokens[i], log_probs[i], entropies[i], finish[i],
-                             uncertainty[i] if signal is not None else None)
-            for i, p in enumerate(prompt_ids)
-        ]
+            if was_training:
+                self.model.train()
+        return self._generations(prompt_ids, tokens, log_probs, entropies, finish,
+                                 uncertainty if signal is not None else None)
 
     def _prefill(self, input_ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor) -> Any:
         """Run the prompt forward pass, computing logits for the last position only where the model allows it."""
@@ -400,36 +400,48 @@ class LLMPolicy:
         keep = []
         window = max((len(s) for s in config.stop), default=0) + 1  # a k-character string spans <= k tokens
         for j, i in enumerate(rows):
+            tail = self._decode(tuple(tokens[i][-window:])) if config.stop else ""
             if config.stop_at_eos and tokens[i][-1] in self.eos_token_ids:
                 finish[i] = "eos"
-            elif config.stop and any(
-                s in self.tokenizer.decode(tokens[i][-window:], skip_special_tokens=True)
-                for s in config.stop
-            ):
+            elif any(s in tail for s in config.stop):
                 finish[i] = "stop"
             else:
                 keep.append(j)
         return keep
 
-    def _generation(
+    def _decode(self, tokens: tuple[int, ...]) -> str:
+        """Decode ``tokens`` without special tokens, memoised (action tokens and stop-string windows repeat)."""
+        text = self._decode_cache.get(tokens)
+        if text is None:
+            if len(self._decode_cache) >= PROMPT_CACHE_SIZE:
+                self._decode_cache.clear()
+            text = self._decode_cache[tokens] = self.tokenizer.decode(list(tokens), skip_special_tokens=True)
+        return text
+
+    def _generations(
         self,
-        prompt: torch.Tensor,
-        tokens: list[int],
-        log_probs: list[float],
-        entropies: list[float],
-        reason: FinishReason,
-        uncertainty: list[float] | None = None,
-    ) -> Generation:
+        prompts: list[torch.Tensor],
+        tokens: list[list[int]],
+        log_probs: list[list[float]],
+        entropies: list[list[float]],
+        finish: list[FinishReason],
+        uncertainty: list[list[float]] | None,
+    ) -> list[Generation]:
+        """Package each row's tokens and scores as a :class:`Generation` (one tensor per field, split into rows)."""
         torch = _torch()
-        return Generation(
-            prompt_ids=prompt,
-            response_ids=torch.tensor(tokens, dtype=torch.long),
-            log_probs=torch.tensor(log_probs, dtype=torch.float32),
-            entropies=torch.tensor(entropies, dtype=torch.float32),
-            text=self.response_prefix + self.tokenizer.decode(tokens, skip_special_tokens=True),
-            finish_reason=reason,
-            uncertainty=None if uncertainty is None else torch.tensor(uncertainty, dtype=torch.float32),
-        )
+        lengths = [len(t) for t in tokens]
+
+        def rows(values: list[list[Any]], dtype: Any) -> tuple[torch.Tensor, ...]:
+            return torch.tensor([v for row in values for v in row], dtype=dtype).split(lengths)
+
+        ids, logp, ent = rows(tokens, torch.long), rows(log_probs, torch.float32), rows(entropies, torch.float32)
+        unc = rows(uncertainty, torch.float32) if uncertainty is not None else None
+        return [
+            Generation(prompt_ids=p, response_ids=ids[i], log_probs=logp[i], entropies=ent[i],
+                       text=self.response_prefix + self._decode(tuple(tokens[i])), finish_reason=finish[i],
+                       uncertainty=unc[i] if unc is not None else None)
+            for i, p in enumerate(prompts)
+        ]
 
     # ----------------------------------------------------------------------------------------------- scoring
     def score(

@@ -456,10 +456,11 @@ def _sample(step: dict[str, Any], R: float, k: int, g: int, t: int, is_last: boo
 def _metrics(
     samples: list[StepSample], trajectories: list[Trajectory], gen_time: float, env_time: float, total: float
 ) -> dict[str, float]:
-    tokens = sum(s.response_ids.numel() for s in samples)
+    lengths = [s.response_ids.numel() for s in samples]
+    tokens = sum(lengths)
 
-    def mean(values: list[float]) -> float:
-        return float(np.mean(values)) if values else 0.0
+    def mean(values: Any) -> float:
+        return float(np.mean(values)) if len(values) else 0.0
 
     return {
         "rollout/success_rate": mean([float(t.won) for t in trajectories]),
@@ -468,9 +469,9 @@ def _metrics(
         "rollout/truncated_rate": mean([float(t.truncated) for t in trajectories]),
         "rollout/format_valid_rate": mean([float(s.format_valid) for s in samples]),
         "rollout/action_valid_rate": mean([float(s.action_valid) for s in samples]),
-        "rollout/response_len": mean([float(s.response_ids.numel()) for s in samples]),
-        "rollout/prompt_len": mean([float(s.prompt_ids.numel()) for s in samples]),
-        "rollout/step_entropy": mean([s.step_entropy for s in samples]),
+        "rollout/response_len": mean(lengths),
+        "rollout/prompt_len": mean([s.prompt_ids.numel() for s in samples]),
+        "rollout/step_entropy": mean(_step_entropies(samples, lengths)),
         "rollout/num_samples": float(len(samples)),
         "rollout/num_trajectories": float(len(trajectories)),
         "time/rollout_s": total,
@@ -478,3 +479,13 @@ def _metrics(
         "time/env_s": env_time,
         "time/gen_tokens_per_s": tokens / gen_time if gen_time > 0 else 0.0,
     }
+
+
+def _step_entropies(samples: list[StepSample], lengths: list[int]) -> Any:
+    """Return every sample's :attr:`StepSample.step_entropy` as an array, in one pass over the batch."""
+    if not samples or min(lengths) == 0:
+        return np.asarray([s.step_entropy for s in samples], dtype=np.float64)
+    import torch
+
+    flat = torch.cat([s.entropies for s in samples]).double().numpy()
+    return np.add.reduceat(flat, np.cumsum([0, *lengths[:-1]])) / np.asarray(lengths, dtype=np.float64)
