@@ -132,17 +132,18 @@ def main(argv: list[str] | None = None) -> None:
                    help="also time the working tree with issue #22's evaluation: all tasks, greedy + K samples")
     p.add_argument("--new-eval-every", type=int, default=10, help="its evaluation interval (default: 10)")
     p.add_argument("--skip-reference", action="store_true", help="time the working tree only")
+    p.add_argument("--tree", type=Path, default=ROOT, help="the candidate source tree (default: this checkout)")
     args = p.parse_args(argv)
 
     bench = {**QUICK_SHAPE, "updates": args.updates, "eval_every": args.eval_every, "eval_tasks": args.eval_tasks}
     combos = [(QUICK_SHAPE["envs"][0], a, int(s)) for a in args.algos.split(",") for s in args.seeds.split(",")]
-    sides: dict[str, tuple[Path, dict]] = {"new": (ROOT, bench)}
+    sides: dict[str, tuple[Path, dict]] = {"new": (args.tree, bench)}
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         tmp_path = Path(tmp)
         if not args.skip_reference:
             sides["ref"] = (export_ref(args.ref, tmp_path / "ref"), bench)
         if args.new_eval:
-            sides["new+eval"] = (ROOT, {**bench, "eval_tasks": 100, "eval_samples": args.new_eval,
+            sides["new+eval"] = (args.tree, {**bench, "eval_tasks": 100, "eval_samples": args.new_eval,
                                         "eval_every": args.new_eval_every})
         print(f"runs: {len(combos)} x {args.repeats} per side; {args.updates} updates, eval every "
               f"{args.eval_every} on {args.eval_tasks} tasks/split; sides: {', '.join(sides)}; ref = {args.ref}",
