@@ -288,6 +288,7 @@ class LLMPolicy:
         config: GenerationConfig | None = None,
         *,
         generator: torch.Generator | None = None,
+        prompt_logits: dict[tuple[int, ...], torch.Tensor] | None = None,
     ) -> list[Generation]:
         """Sample one response per prompt, in batches of ``config.max_batch_size``.
 
@@ -295,6 +296,9 @@ class LLMPolicy:
             prompts: Prompt texts (the chat template is applied) or already encoded ``(P_i,)`` id tensors.
             config: Sampling settings (default :class:`GenerationConfig`).
             generator: Torch RNG for sampling; the same generator state gives the same responses.
+            prompt_logits: With ``max_new_tokens=1`` a response needs only its prompt's last logits: this memo
+                (prompt ids -> logits) is read and filled, so a prompt met again is not run again. Valid while the
+                weights do not change (a rollout passes a fresh one); ignored for longer responses.
         """
         config = config or GenerationConfig()
         if len(prompts) and isinstance(prompts[0], str):
@@ -306,21 +310,24 @@ class LLMPolicy:
         step = config.max_batch_size or max(1, len(prompt_ids))
         results: list[Generation] = []
         for start in range(0, len(prompt_ids), step):
-            results.extend(self._generate_batch(prompt_ids[start : start + step], config, generator))
+            results.extend(self._generate_batch(prompt_ids[start : start + step], config, generator, prompt_logits))
         return results
 
     def _generate_batch(
-        self, prompt_ids: list[torch.Tensor], config: GenerationConfig, generator: torch.Generator | None
+        self, prompt_ids: list[torch.Tensor], config: GenerationConfig, generator: torch.Generator | None,
+        prompt_logits: dict[tuple[int, ...], torch.Tensor] | None = None,
     ) -> list[Generation]:
-        """Sample responses for one batch: prefill each distinct prompt once, then decode the live rows."""
+        """Sample responses for one batch: prefill each distinct prompt once, then decode the live rows.
+
+        A one-token response needs no decoding step, hence no KV cache: only the prompts' last logits
+        (:meth:`_last_logits`, memoised in ``prompt_logits``).
+        """
         torch = _torch()
         device = self.device
         n = len(prompt_ids)
         # A group's G copies of one prompt share their prefill: compute it once and copy the KV cache rows.
         unique, index = _dedup(prompt_ids)
-        input_ids, attention = _left_pad(unique, self.pad_token_id)
-        input_ids, attention, index = input_ids.to(device), attention.to(device), index.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        index = index.to(device)
         rows = torch.arange(n, device=device)  # original index of every live row
         tokens: list[list[int]] = [[] for _ in range(n)]
         log_probs: list[list[float]] = [[] for _ in range(n)]
@@ -333,13 +340,15 @@ class LLMPolicy:
             self.model.eval()
         try:
             with torch.no_grad(), self.autocast():
-                out = self._prefill(input_ids, attention, positions)
-                logits, cache = out.logits[:, -1, :].index_select(0, index), _cache_of(out)
-                cache.reorder_cache(index)
-                attention, positions = (
-                    attention.index_select(0, index),
-                    positions[:, -1:].index_select(0, index),
-                )
+                if config.max_new_tokens == 1:  # no decoding step follows: the prompts' last logits are all we need
+                    logits, cache = self._last_logits(unique, prompt_logits).index_select(0, index), None
+                else:
+                    input_ids, attention = (x.to(device) for x in _left_pad(unique, self.pad_token_id))
+                    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+                    out = self._prefill(input_ids, attention, positions)
+                    logits, cache = out.logits[:, -1, :].index_select(0, index), _cache_of(out)
+                    cache.reorder_cache(index)
+                    attention, positions = attention.index_select(0, index), positions[:, -1:].index_select(0, index)
                 for t in range(config.max_new_tokens):
                     scaled = logits.float() / config.temperature
                     logp_all = torch.log_softmax(scaled, dim=-1)
@@ -378,13 +387,31 @@ class LLMPolicy:
         return self._generations(prompt_ids, tokens, log_probs, entropies, finish,
                                  uncertainty if signal is not None else None)
 
-    def _prefill(self, input_ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor) -> Any:
+    def _last_logits(
+        self, prompts: list[torch.Tensor], memo: dict[tuple[int, ...], torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Return ``(N, V)`` logits at each prompt's last position, running only prompts missing from ``memo``."""
+        torch = _torch()
+        memo = {} if memo is None else memo
+        keys = [tuple(p.tolist()) for p in prompts]
+        missing = [i for i, key in enumerate(keys) if key not in memo]
+        if missing:
+            input_ids, attention = _left_pad([prompts[i] for i in missing], self.pad_token_id)
+            input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            last = self._prefill(input_ids, attention, positions, use_cache=False).logits[:, -1, :]
+            for row, i in enumerate(missing):
+                memo[keys[i]] = last[row]
+        return torch.stack([memo[key] for key in keys])
+
+    def _prefill(self, input_ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor,
+                 use_cache: bool = True) -> Any:
         """Run the prompt forward pass, computing logits for the last position only where the model allows it."""
         kwargs = {
             "input_ids": input_ids,
             "attention_mask": attention,
             "position_ids": positions,
-            "use_cache": True,
+            "use_cache": use_cache,
         }
         if self._logits_to_keep_ok:
             try:

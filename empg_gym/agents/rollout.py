@@ -307,6 +307,7 @@ def collect_rollouts(
             "empg_gym.wrappers.make_agent_env(...)."
         )
     generator = torch.Generator(device=policy.device).manual_seed(seed)
+    prompt_logits: dict[tuple[int, ...], torch.Tensor] = {}  # the weights stay put during a rollout
     play = _Play(n, G, tasks, first, config)
     gen_time = env_time = 0.0
     step = 0
@@ -315,7 +316,8 @@ def collect_rollouts(
         while play.live:
             t0 = time.perf_counter()
             live = play.live
-            gens = policy.generate([play.prompts[k] for k in live], config.generation, generator=generator)
+            gens = policy.generate([play.prompts[k] for k in live], config.generation, generator=generator,
+                                   prompt_logits=prompt_logits)
             t1 = time.perf_counter()
             results = adapter.step({k: g.text for k, g in zip(live, gens, strict=True)})
             t2 = time.perf_counter()

@@ -388,3 +388,21 @@ def test_the_tiny_tokenizer_keeps_only_the_informative_words_of_keyrooms():
     assert tok.convert_ids_to_tokens(tok("Nothing happens.")["input_ids"]) == ["<|im_start|>", "nothing"]
     assert tok("Hmm?")["input_ids"] == [tok.bos_token_id]  # unknown words alone still give a prompt token
     assert tok.decode(tok.convert_tokens_to_ids(["<action>go west</action>"])) == "<action>go west</action>"
+
+
+def test_one_token_responses_reuse_the_logits_of_prompts_met_before(tiny):
+    cfg = GenerationConfig(max_new_tokens=1, do_sample=False)
+    memo: dict = {}
+    first = tiny.generate(["Go.", "Stop."], cfg, prompt_logits=memo)
+    assert len(memo) == 2
+    calls = []
+    handle = tiny.model.register_forward_hook(lambda *args: calls.append(1))
+    again = tiny.generate(["Stop.", "Go.", "Go."], cfg, prompt_logits=memo)
+    handle.remove()
+    assert calls == []  # every prompt was met before: no forward pass
+    assert [g.response_ids.tolist() for g in again] == [first[1].response_ids.tolist()] + [
+        first[0].response_ids.tolist()] * 2
+    torch.testing.assert_close(again[0].log_probs, first[1].log_probs)
+    fresh = tiny.generate(["Stop."], cfg)  # without a memo: the same answer, computed afresh
+    torch.testing.assert_close(fresh[0].log_probs, first[1].log_probs)
+    torch.testing.assert_close(fresh[0].entropies, first[1].entropies)
