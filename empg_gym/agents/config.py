@@ -81,6 +81,9 @@ class TrainConfig:
             (DAPO's dynamic sampling) are so evaluated at the same budgets of env steps as the others.
         eval_split: Split evaluated.
         eval_tasks: Tasks evaluated (the first ``eval_tasks`` ids of the split, in order; 0: no evaluation).
+        eval_samples: Besides one greedy episode per task, evaluation plays ``eval_samples`` episodes per task sampled
+            at ``temperature`` and reports their mean success as ``success_sampled`` (0: greedy only). Sampled
+            success has less noise than greedy success (issue #22).
         checkpoint_every: Write a checkpoint every this many updates (and at the end).
         progress: Show progress bars.
     """
@@ -120,6 +123,7 @@ class TrainConfig:
     eval_every_env_steps: int = 0
     eval_split: str = "eval_in_distribution"
     eval_tasks: int = 0
+    eval_samples: int = 0
     checkpoint_every: int = 10
     progress: bool = True
 
@@ -149,9 +153,9 @@ class TrainConfig:
             raise ConfigError(f"temperature={self.temperature} must be > 0.")
         if self.vectorization not in ("sync", "async"):
             raise ConfigError(f"vectorization={self.vectorization!r} must be 'sync' or 'async'.")
-        for name in ("eval_every", "eval_every_env_steps", "eval_tasks", "history_length"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0.")
+        for name in ("eval_every", "eval_every_env_steps", "eval_tasks", "eval_samples", "history_length"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be an int >= 0.")
         if self.prompt_template is not None:
             from empg_gym.wrappers.prompting import PromptConfig
 

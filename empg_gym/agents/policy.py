@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FinishReason = Literal["stop", "eos", "length"]
+#: Distinct prompt texts whose token ids :meth:`LLMPolicy.encode_prompts` keeps (the memo is emptied when full).
+PROMPT_CACHE_SIZE = 4096
 
 
 # ------------------------------------------------------------------------------------------------- configs
@@ -231,6 +233,8 @@ class LLMPolicy:
         self._reference: PreTrainedModel | None = None
         self._logits_to_keep_ok = True
         self._cache_kwarg = _cache_kwarg(model)
+        self._prompt_cache: dict[tuple[str, bool, str | None, str], torch.Tensor] = {}
+        self._decode_cache: dict[tuple[int, ...], str] = {}
 
     @classmethod
     def from_spec(cls, spec: str = "smollm2-135m", *, dtype: str = "float32", **kwargs: Any) -> LLMPolicy:
@@ -241,8 +245,12 @@ class LLMPolicy:
 
     # --------------------------------------------------------------------------------------------- prompts
     def encode_prompts(self, prompts: Sequence[str]) -> list[torch.Tensor]:
-        """Return each prompt's token ids, ``(P_i,)`` int64, after applying the chat template."""
-        torch = _torch()
+        """Return each prompt's token ids, ``(P_i,)`` int64, after applying the chat template.
+
+        Encodings are memoised per prompt text (an env's step prompts repeat: a group's ``G`` copies of a task
+        start alike, and a small env has few distinct states), up to :data:`PROMPT_CACHE_SIZE` texts; the returned
+        tensors may be shared between calls, so treat them as read-only.
+        """
         if isinstance(prompts, str):
             raise ConfigError(
                 "prompts must be a sequence of strings, got a single string; wrap it in a list."
@@ -251,18 +259,27 @@ class LLMPolicy:
         for text in prompts:
             if not isinstance(text, str):
                 raise ConfigError(f"Every prompt must be a string, got {type(text).__name__}: {text!r:.80}.")
-            if self.use_chat_template:
-                messages = [{"role": "user", "content": text}]
-                if self.system_prompt is not None:
-                    messages.insert(0, {"role": "system", "content": self.system_prompt})
-                text = self.tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=True
-                )
-                ids = self.tokenizer(text + self.response_prefix, add_special_tokens=False)["input_ids"]
-            else:
-                ids = self.tokenizer(text + self.response_prefix)["input_ids"]
-            out.append(torch.tensor(ids, dtype=torch.long))
+            key = (text, self.use_chat_template, self.system_prompt, self.response_prefix)
+            ids = self._prompt_cache.get(key)
+            if ids is None:
+                if len(self._prompt_cache) >= PROMPT_CACHE_SIZE:
+                    self._prompt_cache.clear()
+                ids = self._prompt_cache[key] = self._encode(text)
+            out.append(ids)
         return out
+
+    def _encode(self, text: str) -> torch.Tensor:
+        """Tokenize one prompt (chat template, system turn and response prefix applied)."""
+        torch = _torch()
+        if self.use_chat_template:
+            messages = [{"role": "user", "content": text}]
+            if self.system_prompt is not None:
+                messages.insert(0, {"role": "system", "content": self.system_prompt})
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = self.tokenizer(text + self.response_prefix, add_special_tokens=False)["input_ids"]
+        else:
+            ids = self.tokenizer(text + self.response_prefix)["input_ids"]
+        return torch.tensor(ids, dtype=torch.long)
 
     # ------------------------------------------------------------------------------------------ generation
     def generate(
@@ -271,6 +288,7 @@ class LLMPolicy:
         config: GenerationConfig | None = None,
         *,
         generator: torch.Generator | None = None,
+        prompt_logits: dict[tuple[int, ...], torch.Tensor] | None = None,
     ) -> list[Generation]:
         """Sample one response per prompt, in batches of ``config.max_batch_size``.
 
@@ -278,6 +296,9 @@ class LLMPolicy:
             prompts: Prompt texts (the chat template is applied) or already encoded ``(P_i,)`` id tensors.
             config: Sampling settings (default :class:`GenerationConfig`).
             generator: Torch RNG for sampling; the same generator state gives the same responses.
+            prompt_logits: With ``max_new_tokens=1`` a response needs only its prompt's last logits: this memo
+                (prompt ids -> logits) is read and filled, so a prompt met again is not run again. Valid while the
+                weights do not change (a rollout passes a fresh one); ignored for longer responses.
         """
         config = config or GenerationConfig()
         if len(prompts) and isinstance(prompts[0], str):
@@ -289,21 +310,24 @@ class LLMPolicy:
         step = config.max_batch_size or max(1, len(prompt_ids))
         results: list[Generation] = []
         for start in range(0, len(prompt_ids), step):
-            results.extend(self._generate_batch(prompt_ids[start : start + step], config, generator))
+            results.extend(self._generate_batch(prompt_ids[start : start + step], config, generator, prompt_logits))
         return results
 
     def _generate_batch(
-        self, prompt_ids: list[torch.Tensor], config: GenerationConfig, generator: torch.Generator | None
+        self, prompt_ids: list[torch.Tensor], config: GenerationConfig, generator: torch.Generator | None,
+        prompt_logits: dict[tuple[int, ...], torch.Tensor] | None = None,
     ) -> list[Generation]:
-        """Sample responses for one batch: prefill each distinct prompt once, then decode the live rows."""
+        """Sample responses for one batch: prefill each distinct prompt once, then decode the live rows.
+
+        A one-token response needs no decoding step, hence no KV cache: only the prompts' last logits
+        (:meth:`_last_logits`, memoised in ``prompt_logits``).
+        """
         torch = _torch()
         device = self.device
         n = len(prompt_ids)
         # A group's G copies of one prompt share their prefill: compute it once and copy the KV cache rows.
         unique, index = _dedup(prompt_ids)
-        input_ids, attention = _left_pad(unique, self.pad_token_id)
-        input_ids, attention, index = input_ids.to(device), attention.to(device), index.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        index = index.to(device)
         rows = torch.arange(n, device=device)  # original index of every live row
         tokens: list[list[int]] = [[] for _ in range(n)]
         log_probs: list[list[float]] = [[] for _ in range(n)]
@@ -312,16 +336,19 @@ class LLMPolicy:
         uncertainty: list[list[float]] = [[] for _ in range(n)]
         finish: list[FinishReason] = ["length"] * n
         was_training = self.model.training
-        self.model.eval()
+        if was_training:  # walking the module tree costs more than a tiny model's forward pass
+            self.model.eval()
         try:
             with torch.no_grad(), self.autocast():
-                out = self._prefill(input_ids, attention, positions)
-                logits, cache = out.logits[:, -1, :].index_select(0, index), _cache_of(out)
-                cache.reorder_cache(index)
-                attention, positions = (
-                    attention.index_select(0, index),
-                    positions[:, -1:].index_select(0, index),
-                )
+                if config.max_new_tokens == 1:  # no decoding step follows: the prompts' last logits are all we need
+                    logits, cache = self._last_logits(unique, prompt_logits).index_select(0, index), None
+                else:
+                    input_ids, attention = (x.to(device) for x in _left_pad(unique, self.pad_token_id))
+                    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+                    out = self._prefill(input_ids, attention, positions)
+                    logits, cache = out.logits[:, -1, :].index_select(0, index), _cache_of(out)
+                    cache.reorder_cache(index)
+                    attention, positions = attention.index_select(0, index), positions[:, -1:].index_select(0, index)
                 for t in range(config.max_new_tokens):
                     scaled = logits.float() / config.temperature
                     logp_all = torch.log_softmax(scaled, dim=-1)
@@ -355,20 +382,36 @@ class LLMPolicy:
                     )
                     logits, cache = out.logits[:, -1, :], _cache_of(out)
         finally:
-            self.model.train(was_training)
-        return [
-            self._generation(p, tokens[i], log_probs[i], entropies[i], finish[i],
-                             uncertainty[i] if signal is not None else None)
-            for i, p in enumerate(prompt_ids)
-        ]
+            if was_training:
+                self.model.train()
+        return self._generations(prompt_ids, tokens, log_probs, entropies, finish,
+                                 uncertainty if signal is not None else None)
 
-    def _prefill(self, input_ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor) -> Any:
+    def _last_logits(
+        self, prompts: list[torch.Tensor], memo: dict[tuple[int, ...], torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Return ``(N, V)`` logits at each prompt's last position, running only prompts missing from ``memo``."""
+        torch = _torch()
+        memo = {} if memo is None else memo
+        keys = [tuple(p.tolist()) for p in prompts]
+        missing = [i for i, key in enumerate(keys) if key not in memo]
+        if missing:
+            input_ids, attention = _left_pad([prompts[i] for i in missing], self.pad_token_id)
+            input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+            last = self._prefill(input_ids, attention, positions, use_cache=False).logits[:, -1, :]
+            for row, i in enumerate(missing):
+                memo[keys[i]] = last[row]
+        return torch.stack([memo[key] for key in keys])
+
+    def _prefill(self, input_ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor,
+                 use_cache: bool = True) -> Any:
         """Run the prompt forward pass, computing logits for the last position only where the model allows it."""
         kwargs = {
             "input_ids": input_ids,
             "attention_mask": attention,
             "position_ids": positions,
-            "use_cache": True,
+            "use_cache": use_cache,
         }
         if self._logits_to_keep_ok:
             try:
@@ -384,36 +427,48 @@ class LLMPolicy:
         keep = []
         window = max((len(s) for s in config.stop), default=0) + 1  # a k-character string spans <= k tokens
         for j, i in enumerate(rows):
+            tail = self._decode(tuple(tokens[i][-window:])) if config.stop else ""
             if config.stop_at_eos and tokens[i][-1] in self.eos_token_ids:
                 finish[i] = "eos"
-            elif config.stop and any(
-                s in self.tokenizer.decode(tokens[i][-window:], skip_special_tokens=True)
-                for s in config.stop
-            ):
+            elif any(s in tail for s in config.stop):
                 finish[i] = "stop"
             else:
                 keep.append(j)
         return keep
 
-    def _generation(
+    def _decode(self, tokens: tuple[int, ...]) -> str:
+        """Decode ``tokens`` without special tokens, memoised (action tokens and stop-string windows repeat)."""
+        text = self._decode_cache.get(tokens)
+        if text is None:
+            if len(self._decode_cache) >= PROMPT_CACHE_SIZE:
+                self._decode_cache.clear()
+            text = self._decode_cache[tokens] = self.tokenizer.decode(list(tokens), skip_special_tokens=True)
+        return text
+
+    def _generations(
         self,
-        prompt: torch.Tensor,
-        tokens: list[int],
-        log_probs: list[float],
-        entropies: list[float],
-        reason: FinishReason,
-        uncertainty: list[float] | None = None,
-    ) -> Generation:
+        prompts: list[torch.Tensor],
+        tokens: list[list[int]],
+        log_probs: list[list[float]],
+        entropies: list[list[float]],
+        finish: list[FinishReason],
+        uncertainty: list[list[float]] | None,
+    ) -> list[Generation]:
+        """Package each row's tokens and scores as a :class:`Generation` (one tensor per field, split into rows)."""
         torch = _torch()
-        return Generation(
-            prompt_ids=prompt,
-            response_ids=torch.tensor(tokens, dtype=torch.long),
-            log_probs=torch.tensor(log_probs, dtype=torch.float32),
-            entropies=torch.tensor(entropies, dtype=torch.float32),
-            text=self.response_prefix + self.tokenizer.decode(tokens, skip_special_tokens=True),
-            finish_reason=reason,
-            uncertainty=None if uncertainty is None else torch.tensor(uncertainty, dtype=torch.float32),
-        )
+        lengths = [len(t) for t in tokens]
+
+        def rows(values: list[list[Any]], dtype: Any) -> tuple[torch.Tensor, ...]:
+            return torch.tensor([v for row in values for v in row], dtype=dtype).split(lengths)
+
+        ids, logp, ent = rows(tokens, torch.long), rows(log_probs, torch.float32), rows(entropies, torch.float32)
+        unc = rows(uncertainty, torch.float32) if uncertainty is not None else None
+        return [
+            Generation(prompt_ids=p, response_ids=ids[i], log_probs=logp[i], entropies=ent[i],
+                       text=self.response_prefix + self._decode(tuple(tokens[i])), finish_reason=finish[i],
+                       uncertainty=unc[i] if unc is not None else None)
+            for i, p in enumerate(prompts)
+        ]
 
     # ----------------------------------------------------------------------------------------------- scoring
     def score(
@@ -430,8 +485,10 @@ class LLMPolicy:
         Prompts are left-padded and responses right-padded, so every response occupies the same last ``T_max``
         columns; the LM head then runs on those columns only (``logits_to_keep``), not on the whole sequence,
         which on ~500-token step prompts saves a quarter of the update's compute and most of its memory. Logits at
-        the position before each response token give ``log softmax(z/T)[y_t]``. Use ``torch.no_grad()`` around the
-        call when no gradient is needed.
+        the position before each response token give ``log softmax(z/T)[y_t]``. Rows that agree up to their last
+        response token (a group's copies of one prompt, an env state met again) run through the model once, unless
+        dropout or a forward hook makes a pass depend on more than its input; gradients then reach the shared row
+        summed, as they would from separate rows. Use ``torch.no_grad()`` around the call when no gradient is needed.
 
         Args:
             prompt_ids: ``N`` tensors ``(P_i,)``.
@@ -456,17 +513,20 @@ class LLMPolicy:
         device = self.device
         prompts = [p.flatten().long().cpu() for p in prompt_ids]
         responses = [r.flatten().long().cpu() for r in response_ids]
+        net = model if model is not None else self.model
+        # Rows whose inputs agree up to their last response token get the same logits (the last token is only a
+        # target): run the model once per distinct row when its forward pass is a pure function of the input.
+        rows, index = _distinct_rows(prompts, responses) if _deterministic(net) else (list(range(len(prompts))), None)
         n, t_max = len(prompts), max(r.numel() for r in responses)
-        prompt_part, prompt_attention = _left_pad(prompts, self.pad_token_id)
         targets = torch.full((n, t_max), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((n, t_max), dtype=torch.bool)
         for i, r in enumerate(responses):
             targets[i, : r.numel()] = r
             mask[i, : r.numel()] = True
-        input_ids = torch.cat([prompt_part, targets], dim=1).to(device)
-        attention = torch.cat([prompt_attention, mask.long()], dim=1).to(device)
+        prompt_part, prompt_attention = _left_pad([prompts[i] for i in rows], self.pad_token_id)
+        input_ids = torch.cat([prompt_part, targets[rows]], dim=1).to(device)
+        attention = torch.cat([prompt_attention, mask[rows].long()], dim=1).to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        net = model if model is not None else self.model
         kwargs = {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions, "use_cache": False}
         # Column P_max - 1 + t predicts response token t: keep the last T_max + 1 columns, drop the final one.
         with self.autocast():
@@ -477,12 +537,15 @@ class LLMPolicy:
                     self._logits_to_keep_ok = False
             if not self._logits_to_keep_ok:
                 logits = net(**kwargs).logits[:, -(t_max + 1) : -1]
-        logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)  # (N, T_max, V)
+        logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)  # (N_distinct, T_max, V)
+        entropy_all = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None  # (N_distinct, T_max)
+        if index is not None:
+            index = index.to(device)
+            logp_all = logp_all.index_select(0, index)
+            entropy_all = entropy_all.index_select(0, index) if entropy_all is not None else None
         mask = mask.to(device)
         log_probs = logp_all.gather(-1, targets.to(device)[..., None]).squeeze(-1) * mask
-        entropies = None
-        if with_entropy:
-            entropies = -(logp_all.exp() * logp_all).sum(-1) * mask
+        entropies = entropy_all * mask if entropy_all is not None else None
         return TokenScores(log_probs=log_probs, entropies=entropies, mask=mask)
 
     # ------------------------------------------------------------------------------------------- reference
@@ -687,6 +750,63 @@ def _dedup(prompt_ids: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Te
             unique.append(p)
         index.append(seen[key])
     return unique, torch.tensor(index, dtype=torch.long)
+
+
+def _deterministic(net: Any) -> bool:
+    """Whether ``net``'s forward pass is a pure function of its input: no active dropout, no hook that reads rows.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1))
+        >>> _deterministic(net.eval()), _deterministic(net.train())
+        (True, False)
+        >>> handle = net[0].register_forward_hook(lambda *a: None)
+        >>> _deterministic(net.eval())
+        False
+    """
+    torch = _torch()
+    module_hooks = torch.nn.modules.module
+    if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
+        return False
+    for m in net.modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            return False
+        if m.training and isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0:
+            return False
+    if net.training:  # dropout written into the forward code (e.g. Llama's attention_dropout) rather than a module
+        config = getattr(net, "config", None)
+        rates = config.to_dict() if hasattr(config, "to_dict") else {}
+        if any("dropout" in k and isinstance(v, (int, float)) and v > 0 for k, v in rates.items()):
+            return False
+    return True
+
+
+def _distinct_rows(
+    prompts: list[torch.Tensor], responses: list[torch.Tensor]
+) -> tuple[list[int], torch.Tensor | None]:
+    """Return the first row of each distinct ``prompt + response[:-1]`` and, per row, the position of its copy.
+
+    The index is ``None`` when every row is distinct.
+
+    Example:
+        >>> import torch
+        >>> p, r = torch.tensor([1, 2]), [torch.tensor([5]), torch.tensor([6]), torch.tensor([5, 7])]
+        >>> rows, index = _distinct_rows([p, p, p], r)
+        >>> rows, index.tolist()
+        ([0, 2], [0, 0, 1])
+    """
+    torch = _torch()
+    seen: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    rows, index = [], []
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        key = (tuple(p.tolist()), tuple(r[:-1].tolist()))
+        if key not in seen:
+            seen[key] = len(rows)
+            rows.append(i)
+        index.append(seen[key])
+    if len(rows) == len(prompts):
+        return rows, None
+    return rows, torch.tensor(index, dtype=torch.long)
 
 
 def _left_pad(prompt_ids: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

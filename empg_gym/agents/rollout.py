@@ -313,6 +313,7 @@ def collect_rollouts(
             "empg_gym.wrappers.make_agent_env(...)."
         )
     generator = torch.Generator(device=policy.device).manual_seed(seed)
+    prompt_logits: dict[tuple[int, ...], torch.Tensor] = {}  # the weights stay put during a rollout
     play = _Play(n, G, tasks, first, config)
     gen_time = env_time = 0.0
     step = 0
@@ -321,7 +322,8 @@ def collect_rollouts(
         while play.live:
             t0 = time.perf_counter()
             live = play.live
-            gens = policy.generate([play.prompts[k] for k in live], config.generation, generator=generator)
+            gens = policy.generate([play.prompts[k] for k in live], config.generation, generator=generator,
+                                   prompt_logits=prompt_logits)
             t1 = time.perf_counter()
             results = adapter.step({k: g.text for k, g in zip(live, gens, strict=True)})
             t2 = time.perf_counter()
@@ -463,10 +465,11 @@ def _sample(step: dict[str, Any], R: float, k: int, g: int, t: int, is_last: boo
 def _metrics(
     samples: list[StepSample], trajectories: list[Trajectory], gen_time: float, env_time: float, total: float
 ) -> dict[str, float]:
-    tokens = sum(s.response_ids.numel() for s in samples)
+    lengths = [s.response_ids.numel() for s in samples]
+    tokens = sum(lengths)
 
-    def mean(values: list[float]) -> float:
-        return float(np.mean(values)) if values else 0.0
+    def mean(values: Any) -> float:
+        return float(np.mean(values)) if len(values) else 0.0
 
     return {
         "rollout/success_rate": mean([float(t.won) for t in trajectories]),
@@ -475,9 +478,9 @@ def _metrics(
         "rollout/truncated_rate": mean([float(t.truncated) for t in trajectories]),
         "rollout/format_valid_rate": mean([float(s.format_valid) for s in samples]),
         "rollout/action_valid_rate": mean([float(s.action_valid) for s in samples]),
-        "rollout/response_len": mean([float(s.response_ids.numel()) for s in samples]),
-        "rollout/prompt_len": mean([float(s.prompt_ids.numel()) for s in samples]),
-        "rollout/step_entropy": mean([s.step_entropy for s in samples]),
+        "rollout/response_len": mean(lengths),
+        "rollout/prompt_len": mean([s.prompt_ids.numel() for s in samples]),
+        "rollout/step_entropy": mean(_step_entropies(samples, lengths)),
         "rollout/num_samples": float(len(samples)),
         "rollout/num_trajectories": float(len(trajectories)),
         "time/rollout_s": total,
@@ -485,3 +488,13 @@ def _metrics(
         "time/env_s": env_time,
         "time/gen_tokens_per_s": tokens / gen_time if gen_time > 0 else 0.0,
     }
+
+
+def _step_entropies(samples: list[StepSample], lengths: list[int]) -> Any:
+    """Return every sample's :attr:`StepSample.step_entropy` as an array, in one pass over the batch."""
+    if not samples or min(lengths) == 0:
+        return np.asarray([s.step_entropy for s in samples], dtype=np.float64)
+    import torch
+
+    flat = torch.cat([s.entropies for s in samples]).double().numpy()
+    return np.add.reduceat(flat, np.cumsum([0, *lengths[:-1]])) / np.asarray(lengths, dtype=np.float64)

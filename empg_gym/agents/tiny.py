@@ -2,16 +2,20 @@
 
 A randomly initialised model with a byte tokenizer would need thousands of updates just to spell ``take key``.
 For a check that *learning* works end to end in CPU minutes, :func:`tiny_action_model` builds a word-level
-tokenizer whose vocabulary is a few observation words plus one token per action, written in the answer format
-(``<action>take key</action>``). One sampled token is one well-formed action, so the check measures what the
-trainer must get right (advantages, losses, updates), not spelling.
+tokenizer whose vocabulary is the informative words of the env's text plus one token per action, written in the
+answer format (``<action>take key</action>``). One sampled token is one well-formed action, so the check measures
+what the trainer must get right (advantages, losses, updates), not spelling.
+
+The tokenizer drops punctuation and every word outside its vocabulary (``You are in room 2.`` says nothing a
+KeyRooms policy needs) and opens each text with ``<|im_start|>``: a KeyRooms prompt is then about 15 tokens instead
+of 33, and on a CPU an update of a model this small costs in proportion to its tokens (issue #22).
 
 Example:
     >>> model, tok = tiny_action_model(["go east", "take key"], words=["room", "key"], seed=0)
-    >>> tok.decode(tok.encode("<action>take key</action>"))
+    >>> tok.decode(tok.encode("<action>take key</action>"), skip_special_tokens=True)
     '<action>take key</action>'
-    >>> tok.convert_ids_to_tokens(tok.encode("You see a key in room 2"))[:4]
-    ['[UNK]', '[UNK]', '[UNK]', 'key']
+    >>> tok.convert_ids_to_tokens(tok.encode("You see a key in room 2."))
+    ['<|im_start|>', 'key', 'room']
 """
 
 from __future__ import annotations
@@ -63,7 +67,16 @@ def tiny_action_model(
     the format. ``format_prior=0`` starts uniform over the whole vocabulary.
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import LlamaConfig, PreTrainedTokenizerFast
 
     from empg_gym.agents.models import CHATML_TEMPLATE, seeded_llama
@@ -73,11 +86,15 @@ def tiny_action_model(
     for w in words:
         vocab.setdefault(w.lower(), len(vocab))
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
+    backend.normalizer = normalizers.Sequence([normalizers.Lowercase(),
+                                               normalizers.Replace(Regex(_unknown_pattern(vocab)), " ")])
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="<|im_start|> $A", special_tokens=[
+        ("<|im_start|>", vocab["<|im_start|>"])])  # a text of unknown words alone still has a token
     backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     backend.add_special_tokens(specials)
-    backend.add_tokens([action_token(a) for a in actions])  # plain added tokens: kept when decoding
+    # plain added tokens (kept when decoding), matched in the raw text before the normalizer strips "<", ">", "/"
+    backend.add_tokens([AddedToken(action_token(a), normalized=False) for a in actions])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", bos_token="<|im_start|>",
                                         eos_token="<|im_end|>", pad_token="<|pad|>")
     tokenizer.chat_template = CHATML_TEMPLATE
@@ -97,3 +114,17 @@ def tiny_action_model(
     model.lm_head = head
     model.eval()
     return model, tokenizer
+
+
+def _unknown_pattern(vocab: dict[str, int]) -> str:
+    """Return a regex matching punctuation and every word that is not in ``vocab`` (the normalizer blanks them).
+
+    Example:
+        >>> import re
+        >>> re.sub(_unknown_pattern({"key": 0, "red": 1}), " ", "you see a red key, keys.").split()
+        ['red', 'key']
+    """
+    import re
+
+    words = sorted((w for w in vocab if re.fullmatch(r"\w+", w)), key=len, reverse=True)
+    return r"\b(?!(?:" + "|".join(map(re.escape, words)) + r")\b)\w+\b|[^\w\s]"

@@ -681,12 +681,24 @@ class Trainer:
         return _mean_metrics(parts)
 
     # ------------------------------------------------------------------------------------------ evaluation
+    @property
+    def eval_envs(self) -> Any:
+        """The :class:`~empg_gym.agents.evaluate.EnvPool` every evaluation of this run plays in (built on first use)."""
+        if getattr(self, "_eval_envs", None) is None:
+            from empg_gym.agents.evaluate import EnvPool
+
+            self._eval_envs = EnvPool(self.config)
+        return self._eval_envs
+
     def evaluate(self, n_tasks: int, split: str | None = None) -> dict[str, float]:
-        """Play the first ``n_tasks`` tasks of ``split`` once each, greedily; log episodes to ``eval_<split>.jsonl``."""
+        """Play the first ``n_tasks`` tasks of ``split`` greedily (and ``eval_samples`` times sampled); log episodes.
+
+        The episodes go to ``eval_<split>_update<u>.jsonl``; see :func:`~empg_gym.agents.evaluate.evaluate_policy`.
+        """
         from empg_gym.agents.evaluate import evaluate_policy
 
         split = split or self.config.eval_split
-        result = evaluate_policy(self.policy, self.config, split=split, n_tasks=n_tasks,
+        result = evaluate_policy(self.policy, self.config, split=split, n_tasks=n_tasks, envs=self.eval_envs,
                                  log_path=self.out_dir / f"eval_{split}_update{self.update_step}.jsonl")
         return {f"eval/{split}/{k}": v for k, v in result.items()}
 
@@ -740,7 +752,9 @@ class Trainer:
         logger.info("resumed from %s at update %d", path, self.update_step)
 
     def close(self) -> None:
-        """Close the envs."""
+        """Close the envs (training and evaluation ones)."""
+        if getattr(self, "_eval_envs", None) is not None:
+            self._eval_envs.close()
         if isinstance(self.envs, gym.vector.VectorEnv):
             self.envs.close()
         else:

@@ -33,6 +33,9 @@ class BenchConfig:
         updates: Policy updates per run.
         eval_splits: Splits each run is evaluated on after training.
         eval_tasks: Tasks evaluated per split (the first ones of the split, after ``task_type`` filtering).
+        eval_samples: Each evaluated task is played once greedily and ``eval_samples`` times sampled at the training
+            temperature; ``success_sampled`` is the mean success over ``tasks × eval_samples`` episodes (0: greedy
+            only). Sampled success has less measurement noise than greedy success (issue #22).
         task_type: Train and evaluate only on tasks of this type (``None``: all); applied by the bench, not the env.
         train: Other :class:`~empg_gym.agents.config.TrainConfig` fields shared by every run.
         eval_every: Also evaluate every this many updates (0: only before training, update 0, and after the last).
@@ -58,6 +61,7 @@ class BenchConfig:
     updates: int = 2
     eval_splits: tuple[str, ...] = ("eval_in_distribution",)
     eval_tasks: int = 4
+    eval_samples: int = 0
     task_type: str | None = None
     train: Mapping[str, Any] = field(default_factory=dict)
     eval_every: int = 0
@@ -79,14 +83,14 @@ class BenchConfig:
             raise ConfigError(f"updates={self.updates!r} must be a positive int.")
         if not isinstance(self.eval_tasks, int) or self.eval_tasks < 1:
             raise ConfigError(f"eval_tasks={self.eval_tasks!r} must be a positive int.")
-        for name in ("eval_every", "eval_every_env_steps", "processes"):
+        for name in ("eval_every", "eval_every_env_steps", "processes", "eval_samples"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be an int >= 0.")
         if self.threads_per_process is not None and self.threads_per_process < 1:
             raise ConfigError(f"threads_per_process={self.threads_per_process!r} must be >= 1 or None.")
         self.pipeline()  # a bad pipeline check fails now, not after the main runs
-        reserved = {"env_id", "algo", "seed", "updates", "eval_tasks", "eval_every", "eval_every_env_steps"} & set(
-            self.train)
+        reserved = {"env_id", "algo", "seed", "updates", "eval_tasks", "eval_every", "eval_every_env_steps",
+                    "eval_samples"} & set(self.train)
         if reserved:
             raise ConfigError(f"train={dict(self.train)!r} sets {sorted(reserved)}; set them on BenchConfig.")
         if self.sweep is not None:
@@ -137,7 +141,8 @@ class BenchConfig:
         for key, value in variant.train_overrides().items():
             fields_[key] = {**dict(fields_.get(key) or {}), **value} if isinstance(value, dict) else value
         return TrainConfig(**{**fields_, "env_id": env_id, "algo": variant.algo, "seed": seed,
-                              "updates": self.updates, "eval_tasks": 0, "eval_every": 0, "eval_every_env_steps": 0})
+                              "updates": self.updates, "eval_tasks": 0, "eval_every": 0, "eval_every_env_steps": 0,
+                              "eval_samples": self.eval_samples})
 
     def pipeline(self) -> BenchConfig | None:
         """Return the pipeline check as a :class:`BenchConfig` (``None`` when there is none)."""

@@ -32,7 +32,7 @@ def test_budget_and_due_by_hand():
     assert eval_budget(10_000, 0, 0) is None
     assert (eval_due(4, 2, None), eval_due(3, 2, None), eval_due(3, 0, 100), eval_due(3, 0, None)) == (
         True, False, True, False)
-    with pytest.raises(ConfigError, match="eval_every_env_steps=-1 must be >= 0"):
+    with pytest.raises(ConfigError, match="eval_every_env_steps=-1 must be an int >= 0"):
         TrainConfig(eval_every_env_steps=-1)
     with pytest.raises(ConfigError, match="eval_every_env_steps"):
         BenchConfig(eval_every_env_steps=-5)

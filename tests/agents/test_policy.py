@@ -329,3 +329,80 @@ def test_a_bf16_model_trains_fp32_master_weights_under_bf16_autocast():
     assert {p.dtype for p in pol._reference.parameters()} == {torch.bfloat16}
     ref = pol.reference_scores([out[0].prompt_ids], [out[0].response_ids])
     torch.testing.assert_close(ref.log_probs, scores.log_probs.detach(), atol=0.05, rtol=0)
+
+
+def _score_and_grads(pol: LLMPolicy, prompts: list, responses: list, dedup: bool, monkeypatch) -> tuple:
+    monkeypatch.setattr(policy, "_deterministic", lambda net: dedup)
+    pol.model.zero_grad(set_to_none=True)
+    scores = pol.score(prompts, responses)
+    weights = torch.arange(1.0, len(prompts) + 1)[:, None]  # every row its own weight in the loss
+    ((scores.log_probs * weights).sum() + scores.entropies.sum()).backward()
+    grads = {n: p.grad.clone() for n, p in pol.model.named_parameters() if p.grad is not None}
+    return scores, grads
+
+
+def test_scoring_each_distinct_row_once_changes_no_score_and_no_gradient(monkeypatch):
+    """Rows that share prompt and response up to their last token run once; scores and gradients stay the same."""
+    pol = LLMPolicy(*tiny_random_model(seed=5))
+    pol.model.train()
+    p = pol.encode_prompts(["Go.", "Longer prompt here.", "Go."])
+    a, b, c = (torch.tensor(pol.tokenizer(t)["input_ids"]) for t in ("yes", "yep", "no way"))
+    prompts, responses = [p[0], p[1], p[2], p[0], p[0]], [a, a, b, c, a]  # rows 0, 2 and 4 share "Go." + "ye"
+    rows, index = policy._distinct_rows(prompts, responses)
+    assert rows == [0, 1, 3] and index.tolist() == [0, 1, 0, 2, 0]
+    plain, plain_grads = _score_and_grads(pol, prompts, responses, False, monkeypatch)
+    shared, shared_grads = _score_and_grads(pol, prompts, responses, True, monkeypatch)
+    torch.testing.assert_close(shared.log_probs, plain.log_probs)
+    torch.testing.assert_close(shared.entropies, plain.entropies)
+    assert shared_grads.keys() == plain_grads.keys()
+    for name in plain_grads:
+        torch.testing.assert_close(shared_grads[name], plain_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_rows_are_not_shared_when_a_pass_is_random_or_watched():
+    pol = LLMPolicy(*tiny_random_model(seed=5))
+    assert policy._deterministic(pol.model.train()) and policy._deterministic(pol.model.eval())
+    handle = pol.model.lm_head.register_forward_hook(lambda *args: None)  # e.g. EMPG's lora_ensemble reads rows
+    assert not policy._deterministic(pol.model)
+    handle.remove()
+    pol.model.config.attention_dropout = 0.1
+    assert not policy._deterministic(pol.model.train()) and policy._deterministic(pol.model.eval())
+
+
+def test_prompt_encodings_are_memoised_per_prompt_and_settings(tiny):
+    first = tiny.encode_prompts(["Go.", "Go."])
+    assert first[0] is first[1] and first[0].tolist() == tiny._encode("Go.").tolist()
+    tiny.response_prefix = "<action>"  # a changed setting is a different prompt
+    assert tiny.encode_prompts(["Go."])[0].tolist() == tiny._encode("Go.").tolist() != first[0].tolist()
+
+
+def test_the_tiny_tokenizer_keeps_only_the_informative_words_of_keyrooms():
+    from empg_gym.agents.tiny import env_vocabulary, tiny_action_model
+
+    _, tok = tiny_action_model(*env_vocabulary("EMPG-KeyRooms-v0"))
+    obs = ("You are in room 2. You see a white key. A locked blue door leads east. You carry a red key. "
+           "Next: the blue key, west.")
+    assert tok.convert_ids_to_tokens(tok(obs)["input_ids"]) == [
+        "<|im_start|>", "see", "white", "key", "locked", "blue", "door", "east", "carry", "red", "key", "next",
+        "blue", "key", "west"]
+    assert tok.convert_ids_to_tokens(tok("Nothing happens.")["input_ids"]) == ["<|im_start|>", "nothing"]
+    assert tok("Hmm?")["input_ids"] == [tok.bos_token_id]  # unknown words alone still give a prompt token
+    assert tok.decode(tok.convert_tokens_to_ids(["<action>go west</action>"])) == "<action>go west</action>"
+
+
+def test_one_token_responses_reuse_the_logits_of_prompts_met_before(tiny):
+    cfg = GenerationConfig(max_new_tokens=1, do_sample=False)
+    memo: dict = {}
+    first = tiny.generate(["Go.", "Stop."], cfg, prompt_logits=memo)
+    assert len(memo) == 2
+    calls = []
+    handle = tiny.model.register_forward_hook(lambda *args: calls.append(1))
+    again = tiny.generate(["Stop.", "Go.", "Go."], cfg, prompt_logits=memo)
+    handle.remove()
+    assert calls == []  # every prompt was met before: no forward pass
+    assert [g.response_ids.tolist() for g in again] == [first[1].response_ids.tolist()] + [
+        first[0].response_ids.tolist()] * 2
+    torch.testing.assert_close(again[0].log_probs, first[1].log_probs)
+    fresh = tiny.generate(["Stop."], cfg)  # without a memo: the same answer, computed afresh
+    torch.testing.assert_close(fresh[0].log_probs, first[1].log_probs)
+    torch.testing.assert_close(fresh[0].entropies, first[1].entropies)
