@@ -65,7 +65,7 @@ def test_summaries_of_old_logs_and_bad_arguments(policy):
     old = [{"task_id": "a", "task_type": "t", "won": True, "score": 1.0, "length": 3},
            {"task_id": "b", "task_type": "t", "won": False, "score": 0.0, "length": 5}]
     assert summarize(old) == {"num_tasks": 2.0, "success_rate": 0.5, "score": 0.5, "episode_len": 4.0,
-                              "success_rate/t": 0.5}
+                              "success_rate/t": 0.5, "all/success": 0.5, "t/success": 0.5}  # + per-type metrics
     assert summarize([]) == {"num_tasks": 0.0}
     with pytest.raises(ConfigError, match="samples=-1 must be an int >= 0"):
         play_tasks(policy, CFG, ["keyrooms-eval_in_distribution-000"], split="eval_in_distribution", samples=-1)

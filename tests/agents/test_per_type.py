@@ -206,7 +206,7 @@ def test_rollout_trajectories_carry_deepsearch_answer_scores():
         def __init__(self, texts):
             self.texts = list(texts)
 
-        def generate(self, prompts, config=None, *, generator=None):
+        def generate(self, prompts, config=None, *, generator=None, **_):
             one = torch.ones(1, dtype=torch.long)
             return [Generation(one, one, torch.zeros(1), torch.zeros(1), self.texts.pop(0), "stop") for _ in prompts]
 
