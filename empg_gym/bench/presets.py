@@ -2,8 +2,8 @@
 
 Example:
     >>> cfg = get_preset("quick")
-    >>> cfg.algos, cfg.envs, len(cfg.seeds)
-    (('grpo', 'dapo', 'empg'), ('EMPG-KeyRooms-v0',), 5)
+    >>> cfg.algos, cfg.envs, len(cfg.seeds), cfg.eval_tasks, cfg.eval_samples
+    (('grpo', 'dapo', 'empg'), ('EMPG-KeyRooms-v0',), 10, 100, 4)
     >>> cfg.pipeline().envs
     ('EMPG-ALFWorld-v0',)
     >>> get_preset("paper").train["group_size"], get_preset("paper").updates
@@ -213,9 +213,10 @@ QUICK_PIPELINE = {
     "budget_note": "about 3 minutes: 3 algorithms x 1 update of SmolLM2 on 1 task x 4 trajectories, 2 eval tasks",
 }
 
-#: The README's main job (`make demo`): GRPO, DAPO and EMPG side by side on KeyDoor-v1 with 5 seeds each, a tiny
+#: The README's main job (`make demo`): GRPO, DAPO and EMPG side by side on KeyRooms with 10 seeds each, a tiny
 #: action-token policy (a random 2-layer Llama whose actions are single tokens) trained by the same trainer as an
-#: LLM, greedy success on both eval splits before and after training; then the SmolLM2 pipeline check. The tiny
+#: LLM; every one of the 100 tasks of each eval split is played greedily and 4 times sampled, before training, every
+#: 10 updates and after the last; then the SmolLM2 pipeline check. The tiny
 #: policy reads the observation only (its prompt length sets the cost of an update on CPU); KL is off for every
 #: algorithm (a tiny policy trained from scratch has no reference worth staying near). DAPO draws at most 3 rollout
 #: batches per update (the only algorithm that resamples): once its policy wins every group, nothing is left to
@@ -225,11 +226,12 @@ QUICK_PIPELINE = {
 QUICK = BenchConfig(
     envs=("EMPG-KeyRooms-v0",),
     algos=("grpo", "dapo", "empg"),
-    seeds=(0, 1, 2, 3, 4),
+    seeds=tuple(range(10)),
     updates=50,
     eval_splits=("eval_in_distribution", "eval_out_of_distribution"),
-    eval_tasks=50,
-    eval_every=25,
+    eval_tasks=100,
+    eval_samples=4,
+    eval_every=10,
     eval_every_env_steps=10_000,
     processes=2,
     threads_per_process=1,
