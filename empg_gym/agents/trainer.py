@@ -121,8 +121,12 @@ def make_envs(config: TrainConfig, n: int) -> Any:
 
 
 def resolve_algorithm(config: TrainConfig) -> Any:
-    """Return the algorithm config, with DAPO's overlong window fitted to the response budget unless overridden."""
+    """Return the algorithm config, with DAPO's overlong window and Dr.GRPO's ``loss_norm_len`` fitted to the response
+    budget unless overridden.
+    """  # noqa: D205
     algo = config.algorithm()
+    if algo.loss_agg == "seq-mean-token-sum-norm" and algo.loss_norm_len is None:
+        algo = dataclasses.replace(algo, loss_norm_len=config.max_new_tokens)  # a constant, as Dr.GRPO asks
     overridden = any(k == "overlong" or k.startswith("overlong.") for k in config.algo_overrides)
     if algo.overlong is not None and not overridden:
         budget = config.max_new_tokens

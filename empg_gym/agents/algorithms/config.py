@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from empg_gym.agents.algorithms.losses import KL_KINDS, LOSS_AGGS, KLKind, LossAgg
+from empg_gym.agents.algorithms.losses import (
+    KL_KINDS,
+    LOSS_AGGS,
+    POLICY_LOSS_KINDS,
+    KLKind,
+    LossAgg,
+    PolicyLossKind,
+)
 from empg_gym.agents.algorithms.registry import ESTIMATORS, MODIFIERS
 from empg_gym.agents.algorithms.uncertainty import UNCERTAINTIES, UNCERTAINTY_KINDS
 from empg_gym.errors import ConfigError, did_you_mean
@@ -138,7 +145,10 @@ class AlgorithmConfig:
             keeps potential-based shaping's telescoping sum).
         adv_eps: added to the group std.
         clip_low, clip_high: PPO clip range ``[1 - clip_low, 1 + clip_high]``; DAPO's clip-higher raises ``clip_high``.
-        clip_c: dual-clip constant (> 1), or ``None``.
+        clip_c: dual-clip constant (> 1), or ``None`` (``loss_mode="vanilla"`` only).
+        loss_mode: the per-token policy loss (verl's ``actor.policy_loss.loss_mode``): ``vanilla`` (PPO's clipped
+            surrogate), ``gspo`` (sequence-level ratio) or ``cispo`` (clipped stop-gradient weight); see
+            ``policy_loss``.
         loss_agg: how token losses reduce to a scalar (see ``agg_loss``).
         loss_norm_len: the constant divisor of ``seq-mean-token-sum-norm`` (``None``: the padded width ``T``).
         use_kl: add ``kl_coef * KL(pi || pi_ref)`` to the loss (needs ``StepBatch.ref_logp``).
@@ -173,6 +183,7 @@ class AlgorithmConfig:
     clip_low: float = 0.2
     clip_high: float = 0.2
     clip_c: float | None = None
+    loss_mode: PolicyLossKind = "vanilla"
     loss_agg: LossAgg = "token-mean"
     loss_norm_len: int | None = None
     use_kl: bool = True
@@ -234,11 +245,25 @@ class AlgorithmConfig:
             )
 
     def _check_loss(self) -> None:
-        _require(0 <= self.clip_low < 1, f"clip_low must be in [0, 1) (GRPO/DAPO: 0.2), got {self.clip_low}.")
+        _require(
+            self.clip_low >= 0 and (self.clip_low < 1 or self.loss_mode == "cispo"),
+            f"clip_low must be in [0, 1) (GRPO/DAPO: 0.2), got {self.clip_low}; only loss_mode='cispo' takes "
+            "clip_low >= 1 (no lower bound on its weight, MiniMax-M1).",
+        )
         _require(self.clip_high >= 0, f"clip_high must be >= 0 (GRPO 0.2, DAPO 0.28), got {self.clip_high}.")
         _require(
             self.clip_c is None or self.clip_c > 1,
             f"clip_c (dual clip) must be > 1 (verl uses 3.0) or None, got {self.clip_c}.",
+        )
+        _require(
+            self.loss_mode in POLICY_LOSS_KINDS,
+            f"loss_mode must be one of {POLICY_LOSS_KINDS}, got {self.loss_mode!r}."
+            f"{did_you_mean(str(self.loss_mode), POLICY_LOSS_KINDS)}",
+        )
+        _require(
+            self.clip_c is None or self.loss_mode == "vanilla",
+            f"clip_c (dual clip) applies to loss_mode='vanilla' only, got clip_c={self.clip_c} with "
+            f"loss_mode={self.loss_mode!r}; set clip_c=None.",
         )
         _require(
             self.loss_agg in LOSS_AGGS,
