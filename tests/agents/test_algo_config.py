@@ -61,6 +61,7 @@ def make_batch(seed: int, T: int = 12) -> StepBatch:
         is_last=torch.tensor(cols[4]), ref_logp=old + 0.1 * torch.randn(N, T, generator=gen, dtype=torch.float64),
         token_entropy=torch.rand(N, T, generator=gen, dtype=torch.float64) * 4,
         step_reward=torch.tensor(cols[5], dtype=torch.float64), obs_key=torch.tensor(cols[6]),
+        values=torch.rand(N, generator=gen, dtype=torch.float64),  # the ppo critic's
     )
 
 
@@ -68,7 +69,8 @@ def make_batch(seed: int, T: int = 12) -> StepBatch:
 
 
 def test_presets_carry_the_paper_defaults():
-    bases = ["cispo", "dapo", "dr_grpo", "gigpo", "grpo", "gspo", "reinforce_pp", "reinforce_pp_baseline", "rloo"]
+    bases = ["cispo", "dapo", "dr_grpo", "gigpo", "grpo", "gspo", "ppo", "reinforce_pp", "reinforce_pp_baseline",
+             "rloo"]
     assert sorted(ALGORITHMS) == sorted(["empg", "empg-dapo", "empg-dapo-f", "empg-dapo-g", "empg-f", "empg-g",
                                          *bases, *(f"empg+{b}" for b in bases)])
     grpo = get_algorithm("grpo")
@@ -226,7 +228,7 @@ def penalty_batch() -> StepBatch:
     return StepBatch(response_mask=mask, old_logp=torch.zeros(N, 4), reward=torch.tensor(cols[0]),
                      group_id=torch.tensor(cols[1]), traj_id=torch.tensor(cols[2]), step_index=torch.tensor(cols[3]),
                      is_last=torch.tensor(cols[4]), token_entropy=torch.ones(N, 4), step_reward=torch.tensor(cols[0]),
-                     obs_key=torch.arange(N), format_penalty=penalty)
+                     obs_key=torch.arange(N), format_penalty=penalty, values=torch.zeros(N))
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))

@@ -47,6 +47,7 @@ def step_batch(seed: int, T: int = 8, max_steps: int = 5, penalty: bool = False)
         token_entropy=torch.rand(N, T, generator=gen, dtype=torch.float64) * 4,
         step_reward=torch.tensor(cols[5], dtype=torch.float64), obs_key=torch.tensor(cols[6]),
         format_penalty=torch.tensor(rng.choice([0.0, 0.1], N)) if penalty else None,
+        values=torch.rand(N, generator=gen, dtype=torch.float64),  # the ppo critic's
     )
 
 

@@ -23,7 +23,13 @@ from empg_gym.agents.algorithms.advantages import (
     token_entropy,
 )
 from empg_gym.agents.algorithms.batch import StepBatch, observation_key, observation_keys
-from empg_gym.agents.algorithms.config import AlgorithmConfig, EMPGConfig, GiGPOConfig, OverlongConfig
+from empg_gym.agents.algorithms.config import (
+    AlgorithmConfig,
+    CriticConfig,
+    EMPGConfig,
+    GiGPOConfig,
+    OverlongConfig,
+)
 from empg_gym.agents.algorithms.estimators import (
     gae_advantages,
     last_token_rewards,
@@ -31,6 +37,7 @@ from empg_gym.agents.algorithms.estimators import (
     reinforce_pp_advantages,
     reinforce_pp_baseline_advantages,
     rloo_advantages,
+    turn_gae,
 )
 from empg_gym.agents.algorithms.losses import (
     KL_KINDS,
@@ -49,6 +56,7 @@ from empg_gym.agents.algorithms.pipeline import (
     SUMMED_METRICS,
     actor_loss,
     compute_advantages,
+    gae_step_rewards,
     informative_groups,
     shape_rewards,
 )
@@ -94,5 +102,5 @@ __all__ = [
     "UncertaintyHooks", "build_uncertainty", "generation_signal", "get_uncertainty", "logp_variance",
     "register_uncertainty", "token_signal", "EMPG_BASES", "POLICY_LOSS_KINDS", "explained_variance", "gae_advantages",
     "last_token_rewards", "masked_whiten", "reinforce_pp_advantages", "reinforce_pp_baseline_advantages",
-    "rloo_advantages", "value_loss", "with_empg",
+    "rloo_advantages", "value_loss", "with_empg", "CriticConfig", "gae_step_rewards", "turn_gae",
 ]

@@ -104,6 +104,45 @@ class GiGPOConfig:
 
 
 @dataclass(frozen=True)
+class CriticConfig:
+    """The ``ppo`` preset's turn-level critic (Turn-PPO, arXiv 2512.17008; the head: ``empg_gym.agents.critic``).
+
+    Attributes:
+        gamma: discount of GAE over env steps (Turn-PPO's ablation: 0.99).
+        lam: GAE's lambda over env steps (Turn-PPO: 0.9).
+        width: hidden width of the value head's MLP on the policy's features.
+        lr: the head's AdamW learning rate, or ``None``: ``lr_scale`` x the policy's (Turn-PPO: the critic learns
+            faster than the actor; verl-agent's PPO scripts use 10x, critic 1e-5 for actor 1e-6).
+        lr_scale: see ``lr``.
+        clip: verl's ``critic.cliprange_value`` (0.5), or ``None`` for an unclipped value loss.
+        vf_coef: weight of the value loss in the update's objective (features are detached, so it scales the head's
+            gradient only).
+        grad_clip: the head's gradient-norm clip (verl's critic ``grad_clip`` 1.0).
+    """
+
+    gamma: float = 0.99
+    lam: float = 0.9
+    width: int = 256
+    lr: float | None = None
+    lr_scale: float = 10.0
+    clip: float | None = 0.5
+    vf_coef: float = 1.0
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.gamma <= 1 and 0 <= self.lam <= 1,
+                 f"CriticConfig.gamma and lam must be in [0, 1] (Turn-PPO: 0.99, 0.9), got {self.gamma}, {self.lam}.")
+        _require(isinstance(self.width, int) and self.width >= 1,
+                 f"CriticConfig.width must be an int >= 1 (default 256), got {self.width!r}.")
+        _require(self.lr is None or self.lr > 0, f"CriticConfig.lr must be > 0 or None, got {self.lr}.")
+        _require(self.lr_scale > 0, f"CriticConfig.lr_scale must be > 0 (default 10), got {self.lr_scale}.")
+        _require(self.clip is None or self.clip > 0,
+                 f"CriticConfig.clip must be > 0 (verl: 0.5) or None, got {self.clip}.")
+        _require(self.vf_coef > 0, f"CriticConfig.vf_coef must be > 0, got {self.vf_coef}.")
+        _require(self.grad_clip > 0, f"CriticConfig.grad_clip must be > 0 (verl: 1.0), got {self.grad_clip}.")
+
+
+@dataclass(frozen=True)
 class OverlongConfig:
     """DAPO's overlong reward shaping (arXiv 2503.14476, §3.4).
 
@@ -158,6 +197,7 @@ class AlgorithmConfig:
         overlong: DAPO's overlong reward shaping, or ``None``.
         empg: EMPG's modulation of the base advantage, or ``None`` for plain base advantages.
         gigpo: GiGPO's knobs (read only by the ``gigpo`` estimator).
+        critic: the turn-level critic of the ``gae`` estimator (``ppo``), or ``None``; the two go together.
         modifiers: further registered advantage modifiers, applied in order after EMPG.
         lr: learning rate. group_size: trajectories per task. tasks_per_batch: tasks per update.
         updates: number of policy updates (verl-agent's ``total_epochs``).
@@ -194,6 +234,7 @@ class AlgorithmConfig:
     overlong: OverlongConfig | None = None
     empg: EMPGConfig | None = None
     gigpo: GiGPOConfig = field(default_factory=GiGPOConfig)
+    critic: CriticConfig | None = None
     modifiers: tuple[str, ...] = ()
     lr: float = 1e-6
     group_size: int = 8
@@ -236,6 +277,12 @@ class AlgorithmConfig:
         _require(
             "empg" not in self.modifiers,
             "modifiers must not list 'empg': set empg=EMPGConfig(...) instead (it runs first, before other modifiers).",
+        )
+        _require(
+            (self.estimator == "gae") == (self.critic is not None),
+            f"The gae estimator and a critic go together (estimator={self.estimator!r}, critic="
+            f"{'set' if self.critic is not None else 'None'}); use the ppo preset, or set both "
+            "estimator='gae' and critic=CriticConfig().",
         )
         for m in self.modifiers:
             _require(

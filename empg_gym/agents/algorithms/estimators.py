@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from empg_gym.agents.algorithms._groups import as_float, check_1d, dense_ids, group_mean_std
+from empg_gym.agents.algorithms._groups import as_float, check_1d, dense_ids, group_mean_std, trajectory_order
 from empg_gym.agents.algorithms.advantages import _trajectory_mean_std, grpo_advantages
 from empg_gym.errors import ConfigError
 
@@ -224,3 +224,54 @@ def last_token_rewards(rewards: Tensor, mask: Tensor) -> Tensor:
     has = last >= 0
     out[has.nonzero()[:, 0], last[has]] = rewards[has]
     return out
+
+
+def turn_gae(
+    rewards: Tensor, values: Tensor, traj_ids: Tensor, step_index: Tensor, gamma: float = 0.99, lam: float = 0.9
+) -> tuple[Tensor, Tensor]:
+    """Turn-level GAE (Turn-PPO, arXiv 2512.17008): :func:`gae_advantages` over the steps of each trajectory.
+
+    Each env step is one action: ``delta_t = r_t + gamma V_{t+1} - V_t`` (``V`` after the last step is 0),
+    ``A_t = delta_t + gamma lam A_{t+1}``, ``returns = A + V``; advantages are whitened over all steps of the batch
+    (each step counts once, whatever its response length).
+
+    Args:
+        rewards: ``[N]`` reward of each step (the ``ppo`` preset: the outcome on a trajectory's last step, 0 before).
+        values: ``[N]`` the critic's value of each step's prompt.
+        traj_ids: ``[N]`` trajectory of each step.
+        step_index: ``[N]`` position of the step in its trajectory; a trajectory's steps must all be in the batch.
+        gamma: discount over steps (Turn-PPO: 0.99).
+        lam: GAE's lambda over steps (Turn-PPO: 0.9).
+
+    Returns:
+        ``(advantages [N], returns [N])``.
+
+    Example:
+        >>> A, G = turn_gae(torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.5, 0.5, 0.2]), torch.tensor([0, 0, 1]),
+        ...                 torch.tensor([0, 1, 0]), gamma=1.0, lam=0.5)
+        >>> [round(g, 4) for g in G.tolist()]
+        [0.75, 1.0, 0.0]
+    """
+    rewards = as_float("rewards", rewards)
+    n = len(rewards)
+    check_1d("rewards", rewards)
+    for name, x in (("values", values), ("traj_ids", traj_ids), ("step_index", step_index)):
+        check_1d(name, x, n)
+    order = trajectory_order(traj_ids, step_index)
+    t = traj_ids[order]
+    starts = torch.ones(n, dtype=torch.bool, device=t.device)
+    starts[1:] = t[1:] != t[:-1]
+    row = torch.cumsum(starts.long(), 0) - 1
+    pos = torch.arange(n, device=t.device) - torch.nonzero(starts)[:, 0][row]
+    if bool((step_index[order] - step_index[order][starts][row] != pos).any()):
+        raise ConfigError("turn_gae needs every step of a trajectory in the batch (step_index jumps inside one); "
+                          "keep whole trajectories together.")
+    shape = (int(row[-1]) + 1, int(pos.max()) + 1) if n else (0, 0)
+    R = torch.zeros(shape, dtype=rewards.dtype, device=rewards.device)
+    V = torch.zeros_like(R)
+    M = torch.zeros(shape, dtype=torch.bool, device=rewards.device)
+    R[row, pos], V[row, pos], M[row, pos] = rewards[order], values[order].to(rewards.dtype), True
+    A_mat, G_mat = gae_advantages(R, V, M, gamma, lam)
+    A, G = torch.empty_like(rewards), torch.empty_like(rewards)
+    A[order], G[order] = A_mat[row, pos], G_mat[row, pos]
+    return A, G

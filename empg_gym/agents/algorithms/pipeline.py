@@ -28,6 +28,7 @@ from empg_gym.agents.algorithms.estimators import (
     reinforce_pp_advantages,
     reinforce_pp_baseline_advantages,
     rloo_advantages,
+    turn_gae,
 )
 from empg_gym.agents.algorithms.losses import LossNorm, agg_loss, kl_penalty, policy_loss
 from empg_gym.agents.algorithms.registry import (
@@ -41,7 +42,7 @@ from empg_gym.errors import ConfigError
 #: Metrics of :func:`actor_loss` that are a micro-batch's *share* of the mini-batch's value when a mini-batch
 #: :class:`~empg_gym.agents.algorithms.losses.LossNorm` is passed: sum them over the micro-batches of a mini-batch.
 #: The others are means over the micro-batch's response tokens.
-SUMMED_METRICS: tuple[str, ...] = ("actor/pg_loss", "actor/kl", "actor/kl_loss", "actor/loss")
+SUMMED_METRICS: tuple[str, ...] = ("actor/pg_loss", "actor/kl", "actor/kl_loss", "actor/loss", "critic/vf_loss")
 
 
 def _need(batch: StepBatch, field: str, who: str, what: str) -> Tensor:
@@ -117,6 +118,32 @@ def reinforce_pp_baseline_estimator(batch: StepBatch, config: AlgorithmConfig) -
     traj = batch.traj_id if config.traj_level_stats else None
     A = reinforce_pp_baseline_advantages(batch.reward, batch.group_id, batch.response_mask, traj)
     return _row_value(A, batch.response_mask), {}
+
+
+def gae_step_rewards(batch: StepBatch, config: AlgorithmConfig) -> Tensor:
+    """``[N]`` the reward of each step that turn-level GAE discounts.
+
+    ``reward_signal="outcome"``: the outcome (with the config's shaping) on each trajectory's last step, 0 before
+    (the critic bootstraps the rest). ``"return"``: the env's reward of each step (``batch.step_reward``).
+    """
+    if config.reward_signal == "return":
+        return _need(batch, "step_reward", "reward_signal='return'", "the env reward received at each step")
+    return torch.where(batch.is_last, batch.reward, torch.zeros_like(batch.reward))
+
+
+@register_estimator("gae")
+def gae_estimator(batch: StepBatch, config: AlgorithmConfig) -> tuple[Tensor, dict[str, float]]:
+    """PPO's turn-level GAE over env steps from the critic's ``batch.values`` (see :func:`turn_gae`).
+
+    Rewards as :func:`gae_step_rewards`; ``gamma`` and ``lam`` from ``config.critic``. Advantages are whitened over
+    the batch's steps.
+    """
+    critic = config.critic
+    if critic is None:
+        raise ConfigError("The gae estimator needs config.critic (CriticConfig); use the ppo preset.")
+    V = _need(batch, "values", "The gae estimator", "the critic's value of each step; the trainer's critic fills it")
+    A, G = turn_gae(gae_step_rewards(batch, config), V, batch.traj_id, batch.step_index, critic.gamma, critic.lam)
+    return A, {"critic/returns_mean": float(G.mean())}
 
 
 @register_modifier("empg")

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from empg_gym.agents.algorithms.config import AlgorithmConfig, EMPGConfig, GiGPOConfig, OverlongConfig
+from empg_gym.agents.algorithms.config import (
+    AlgorithmConfig,
+    CriticConfig,
+    EMPGConfig,
+    GiGPOConfig,
+    OverlongConfig,
+)
 from empg_gym.errors import ConfigError, did_you_mean
 
 #: verl-agent GRPO: clip 0.2/0.2, token-mean, KL k3 0.01, lr 1e-6, 16 tasks x 8, 150 updates.
@@ -58,9 +64,16 @@ GSPO = replace(GRPO, name="gspo", loss_mode="gspo", clip_low=3e-4, clip_high=4e-
 #: GRPO's 0.01.
 CISPO = replace(GRPO, name="cispo", loss_mode="cispo", clip_low=10.0, clip_high=0.2)
 
+#: PPO with a turn-level critic (Turn-PPO, arXiv 2512.17008): each env step is one action; a value head on the
+#: policy's features at the step's last prompt token, GAE over steps (gamma 0.99, lambda 0.9, Turn-PPO's), advantages
+#: whitened over the batch, clip 0.2, value clip 0.5, critic lr 10x the policy's (see ``empg_gym.agents.critic``).
+#: verl's PPO (``adv_estimator=gae``) runs token-level GAE (gamma = lambda = 1 by default) with a separate critic
+#: model; here the critic is a head on the detached policy trunk and GAE runs over steps; KL as GRPO's.
+PPO = replace(GRPO, name="ppo", estimator="gae", critic=CriticConfig())
+
 #: The presets EMPG is registered over, as ``empg+<name>``.
 EMPG_BASES: tuple[AlgorithmConfig, ...] = (GRPO, DAPO, GIGPO, DR_GRPO, RLOO, REINFORCE_PP, REINFORCE_PP_BASELINE,
-                                           GSPO, CISPO)
+                                           GSPO, CISPO, PPO)
 
 
 def with_empg(base: AlgorithmConfig, empg: EMPGConfig | None = None) -> AlgorithmConfig:
@@ -82,7 +95,7 @@ def with_empg(base: AlgorithmConfig, empg: EMPGConfig | None = None) -> Algorith
 ALGORITHMS: dict[str, AlgorithmConfig] = {
     c.name: c
     for c in (GRPO, DAPO, EMPG, EMPG_DAPO, GIGPO, EMPG_G, EMPG_F, EMPG_DAPO_G, EMPG_DAPO_F, DR_GRPO, RLOO, REINFORCE_PP,
-              REINFORCE_PP_BASELINE, GSPO, CISPO, *(with_empg(b) for b in EMPG_BASES))
+              REINFORCE_PP_BASELINE, GSPO, CISPO, PPO, *(with_empg(b) for b in EMPG_BASES))
 }
 
 
@@ -90,7 +103,7 @@ def get_algorithm(name: str) -> AlgorithmConfig:
     """Return the frozen preset ``name`` (``grpo``, ``dapo``, ``empg``, ``gigpo``, ... or one registered).
 
     The built-in names: ``grpo``, ``dapo``, ``empg``, ``empg-dapo``, ``gigpo``, the EMPG ablations ``empg-g``,
-    ``empg-f``, ``empg-dapo-g``, ``empg-dapo-f``, the baselines ``dr_grpo``, ``rloo``, ``reinforce_pp``,
+    ``empg-f``, ``empg-dapo-g``, ``empg-dapo-f``, the baselines ``ppo``, ``dr_grpo``, ``rloo``, ``reinforce_pp``,
     ``reinforce_pp_baseline``, ``gspo``, ``cispo``, and ``empg+<base>`` over each of :data:`EMPG_BASES`.
     ``empg+<name>`` also works for a preset you registered: EMPG's defaults over it.
 
