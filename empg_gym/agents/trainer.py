@@ -498,9 +498,10 @@ class Trainer:
         t_unc = time.perf_counter()
         batch = self._measure_uncertainty(batch, prompts, responses)
         metrics["time/uncertainty"] = time.perf_counter() - t_unc
+        t_critic = time.perf_counter()
         batch, critic_metrics = self.critic.measure(batch, prompts, responses, temperature=self.config.temperature,
                                                     chunk_size=self.config.micro_batch_size)
-        metrics.update(critic_metrics)
+        metrics.update({**critic_metrics, "time/critic": time.perf_counter() - t_critic})
         advantages, adv_metrics = compute_advantages(self.algo, batch)
         actor_metrics = self._update(batch, advantages, prompts, responses)
         self._attempt = 0  # the next update's first rollout batch gets that update's first seed

@@ -157,3 +157,14 @@ def test_empg_plus_any_registered_preset_and_errors():
     with pytest.raises(ConfigError, match=r"Unknown algorithm 'empg\+rlo'.* Did you mean 'empg\+rloo'"):
         get_algorithm("empg+rlo")
     assert get_algorithm("empg+grpo").empg == get_algorithm("empg").empg
+
+
+def test_every_new_preset_and_its_empg_is_a_valid_bench_run():
+    """``empg-gym bench --algos ...`` accepts each name: the bench validates every run's TrainConfig up front."""
+    from empg_gym.bench.presets import QUICK
+
+    algos = (*NEW, "ppo", *(f"empg+{n}" for n in (*NEW, "ppo")))
+    bench = dataclasses.replace(QUICK, algos=algos, seeds=(0,), pipeline_check=None)
+    assert bench.labels == algos
+    cfg = bench.train_config("EMPG-KeyRooms-v0", "empg+ppo", 0)
+    assert (cfg.algo, cfg.algorithm().critic is not None, cfg.algorithm().empg is not None) == ("empg+ppo", True, True)
