@@ -2,31 +2,34 @@
 
 KeyRooms, the ``tiny-actions`` policy, the bench's ``quick`` training settings, one seed. For each preset it prints
 greedy in-distribution success at update 0 and after ``--updates``, the rollout success curve, and (for ``ppo``) the
-critic's explained variance per update. Nothing is asserted: the numbers go to docs/algorithms.md.
+critic's explained variance per update, with the median seconds per update and of the critic's measuring pass
+(``time/critic``). Nothing is asserted: the numbers go to docs/algorithms.md and docs/fairness.md.
 
 Usage::
 
-    python benchmarks/baseline_learning.py --algos ppo rloo --updates 50 --seed 0 [--out DIR]
+    python benchmarks/baseline_learning.py --algos ppo rloo --updates 50 --seed 0 [--lr 5e-4] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 
-def run(algo: str, updates: int, seed: int, out: Path) -> dict[str, object]:
-    """Train ``algo`` and return its before/after greedy success, curves and wall time."""
+def run(algo: str, updates: int, seed: int, out: Path, lr: float | None = None) -> dict[str, object]:
+    """Train ``algo`` and return its before/after greedy success, curves and wall time (``lr``: override the quick
+    preset's)."""  # noqa: D205
     from empg_gym.agents.config import TrainConfig
     from empg_gym.agents.evaluate import evaluate_policy
     from empg_gym.agents.trainer import Trainer
     from empg_gym.bench.presets import QUICK
 
     cfg = TrainConfig(**{**dict(QUICK.train), "env_id": "EMPG-KeyRooms-v0", "algo": algo, "seed": seed,
-                         "updates": updates, "checkpoint_every": updates})
+                         "updates": updates, "checkpoint_every": updates, **({"lr": lr} if lr else {})})
     trainer = Trainer(cfg, out / algo)
 
     def greedy() -> float:
@@ -40,10 +43,12 @@ def run(algo: str, updates: int, seed: int, out: Path) -> dict[str, object]:
     trainer.close()
     rows = [h for h in history if "rollout/success_rate" in h]
     return {
-        "algo": algo, "seed": seed, "updates": updates, "greedy_before": before, "greedy_after": after,
+        "algo": algo, "seed": seed, "updates": updates, "lr": cfg.effective_lr, "greedy_before": before, "greedy_after": after,
         "gain": round(after - before, 3), "seconds": round(time.perf_counter() - t0, 1),
         "rollout_success": [round(h["rollout/success_rate"], 2) for h in rows],
         "vf_explained_var": [round(h["critic/vf_explained_var"], 2) for h in rows if "critic/vf_explained_var" in h],
+        "update_s_median": round(statistics.median(h["time/update"] for h in rows), 3) if rows else None,
+        "critic_s_median": round(statistics.median(h.get("time/critic", 0.0) for h in rows), 3) if rows else None,
     }
 
 
@@ -55,10 +60,11 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--lr", type=float, default=None, help="override the quick preset's policy learning rate")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="baseline_learning_"))
     for algo in args.algos:
-        print(json.dumps(run(algo, args.updates, args.seed, out)), flush=True)  # noqa: T201
+        print(json.dumps(run(algo, args.updates, args.seed, out, args.lr)), flush=True)  # noqa: T201
 
 
 if __name__ == "__main__":
