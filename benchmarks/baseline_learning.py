@@ -20,15 +20,18 @@ import time
 from pathlib import Path
 
 
-def run(algo: str, updates: int, seed: int, out: Path, lr: float | None = None) -> dict[str, object]:
+def run(algo: str, updates: int, seed: int, out: Path, lr: float | None = None,
+        overrides: dict[str, object] | None = None) -> dict[str, object]:
     """Train ``algo`` and return its before/after greedy success, curves and wall time (``lr``: override the quick
-    preset's)."""  # noqa: D205
+    preset's; ``overrides``: algorithm fields, added to the quick preset's ``algo_overrides``)."""  # noqa: D205
     from empg_gym.agents.config import TrainConfig
     from empg_gym.agents.evaluate import evaluate_policy
     from empg_gym.agents.trainer import Trainer
     from empg_gym.bench.presets import QUICK
 
-    cfg = TrainConfig(**{**dict(QUICK.train), "env_id": "EMPG-KeyRooms-v0", "algo": algo, "seed": seed,
+    train = dict(QUICK.train)
+    train["algo_overrides"] = {**dict(train.get("algo_overrides") or {}), **(overrides or {})}
+    cfg = TrainConfig(**{**train, "env_id": "EMPG-KeyRooms-v0", "algo": algo, "seed": seed,
                          "updates": updates, "checkpoint_every": updates, **({"lr": lr} if lr else {})})
     trainer = Trainer(cfg, out / algo)
 
@@ -43,7 +46,7 @@ def run(algo: str, updates: int, seed: int, out: Path, lr: float | None = None) 
     trainer.close()
     rows = [h for h in history if "rollout/success_rate" in h]
     return {
-        "algo": algo, "seed": seed, "updates": updates, "lr": cfg.effective_lr, "greedy_before": before, "greedy_after": after,
+        "algo": algo, "seed": seed, "updates": updates, "lr": cfg.effective_lr, "overrides": overrides or {}, "greedy_before": before, "greedy_after": after,
         "gain": round(after - before, 3), "seconds": round(time.perf_counter() - t0, 1),
         "rollout_success": [round(h["rollout/success_rate"], 2) for h in rows],
         "vf_explained_var": [round(h["critic/vf_explained_var"], 2) for h in rows if "critic/vf_explained_var" in h],
@@ -61,10 +64,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--lr", type=float, default=None, help="override the quick preset's policy learning rate")
+    ap.add_argument("--algo-set", nargs="*", default=[], metavar="FIELD=JSON",
+                    help="algorithm overrides, e.g. clip_low=0.2 clip_high=0.28")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="baseline_learning_"))
     for algo in args.algos:
-        print(json.dumps(run(algo, args.updates, args.seed, out, args.lr)), flush=True)  # noqa: T201
+        overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.algo_set)}
+        print(json.dumps(run(algo, args.updates, args.seed, out, args.lr, overrides)), flush=True)  # noqa: T201
 
 
 if __name__ == "__main__":
