@@ -163,8 +163,12 @@ def make_envs(config: TrainConfig, n: int) -> Any:
 
 
 def resolve_algorithm(config: TrainConfig) -> Any:
-    """Return the algorithm config, with DAPO's overlong window fitted to the response budget unless overridden."""
+    """Return the algorithm config, with DAPO's overlong window and Dr.GRPO's ``loss_norm_len`` fitted to the response
+    budget unless overridden.
+    """  # noqa: D205
     algo = config.algorithm()
+    if algo.loss_agg == "seq-mean-token-sum-norm" and algo.loss_norm_len is None:
+        algo = dataclasses.replace(algo, loss_norm_len=config.max_new_tokens)  # a constant, as Dr.GRPO asks
     overridden = any(k == "overlong" or k.startswith("overlong.") for k in config.algo_overrides)
     if algo.overlong is not None and not overridden:
         budget = config.max_new_tokens
@@ -367,6 +371,9 @@ class Trainer:
 
         # EMPG's model-based uncertainty signal (mc_dropout, lora_ensemble); a no-op for token signals and without EMPG
         self.uncertainty = build_uncertainty(self.algo, self.policy, lr=config.effective_lr, seed=config.seed)
+        from empg_gym.agents.critic import build_critic
+
+        self.critic = build_critic(self.algo, self.policy, lr=config.effective_lr, seed=config.seed)  # ppo's, or no-op
         self.update_step = 0
         self.rollout_batches = 0  # rollout batches drawn so far (DAPO may draw several per update)
         self.env_steps = 0  # env steps played so far (training rollouts only)
@@ -551,6 +558,10 @@ class Trainer:
         t_unc = time.perf_counter()
         batch = self._measure_uncertainty(batch, prompts, responses)
         metrics["time/uncertainty"] = time.perf_counter() - t_unc
+        t_critic = time.perf_counter()
+        batch, critic_metrics = self.critic.measure(batch, prompts, responses, temperature=self.config.temperature,
+                                                    chunk_size=self.config.micro_batch_size)
+        metrics.update({**critic_metrics, "time/critic": time.perf_counter() - t_critic})
         advantages, adv_metrics = compute_advantages(self.algo, batch)
         self.rollout_log.record(self.update_step + 1, samples, batch, advantages)  # for `empg-gym view`
         actor_metrics = self._update(batch, advantages, prompts, responses)
@@ -662,13 +673,14 @@ class Trainer:
                 for m0 in range(0, len(mini), cfg.micro_batch_size):
                     idx = mini[m0 : m0 + cfg.micro_batch_size]
                     sub = batch.select(idx)
-                    with self.uncertainty.capture():  # lora_ensemble reads the policy's features here
+                    with self.uncertainty.capture(), self.critic.capture():  # they read the policy's features
                         scores = self.policy.score([prompts[i] for i in idx], [responses[i] for i in idx],
                                                    temperature=cfg.temperature, with_entropy=True)
                     logp = _pad_to(scores.log_probs, T)
                     loss, m = actor_loss(self.algo, logp, sub, advantages[idx], norm)
                     loss.backward()
                     m.update(self.uncertainty.train_on(idx, sub, advantages[idx], norm))
+                    m.update(self.critic.train_on(idx, sub, norm))
                     with torch.no_grad():
                         m["actor/entropy"] = float(masked_mean(_pad_to(scores.entropies, T), sub.response_mask))
                     micro.append(m)
@@ -676,6 +688,7 @@ class Trainer:
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 self.uncertainty.step()
+                self.critic.step()
                 parts.append({**_merge_micro(micro, tokens), "actor/grad_norm": float(grad_norm)})
         model.eval()
         return _mean_metrics(parts)
@@ -722,6 +735,8 @@ class Trainer:
         (tmp / "state.json").write_text(json.dumps(state, default=str))
         if unc_state := self.uncertainty.state_dict():
             torch.save(unc_state, tmp / "uncertainty.pt")
+        if critic_state := self.critic.state_dict():
+            torch.save(critic_state, tmp / "critic.pt")
         old = self.out_dir / f".{CHECKPOINT}.old-{os.getpid()}"
         if final.exists():
             os.replace(final, old)
@@ -738,6 +753,8 @@ class Trainer:
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
         if (path / "uncertainty.pt").is_file():
             self.uncertainty.load_state_dict(torch.load(path / "uncertainty.pt", weights_only=False))
+        if (path / "critic.pt").is_file():
+            self.critic.load_state_dict(torch.load(path / "critic.pt", weights_only=False))
         rng = torch.load(path / "rng.pt", weights_only=False)
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])

@@ -61,6 +61,7 @@ def make_batch(seed: int, T: int = 12) -> StepBatch:
         is_last=torch.tensor(cols[4]), ref_logp=old + 0.1 * torch.randn(N, T, generator=gen, dtype=torch.float64),
         token_entropy=torch.rand(N, T, generator=gen, dtype=torch.float64) * 4,
         step_reward=torch.tensor(cols[5], dtype=torch.float64), obs_key=torch.tensor(cols[6]),
+        values=torch.rand(N, generator=gen, dtype=torch.float64),  # the ppo critic's
     )
 
 
@@ -68,8 +69,10 @@ def make_batch(seed: int, T: int = 12) -> StepBatch:
 
 
 def test_presets_carry_the_paper_defaults():
-    assert sorted(ALGORITHMS) == ["dapo", "empg", "empg-dapo", "empg-dapo-f", "empg-dapo-g", "empg-f", "empg-g",
-                                  "gigpo", "grpo"]
+    bases = ["cispo", "dapo", "dr_grpo", "gigpo", "grpo", "gspo", "ppo", "reinforce_pp", "reinforce_pp_baseline",
+             "rloo"]
+    assert sorted(ALGORITHMS) == sorted(["empg", "empg-dapo", "empg-dapo-f", "empg-dapo-g", "empg-f", "empg-g",
+                                         *bases, *(f"empg+{b}" for b in bases)])
     grpo = get_algorithm("grpo")
     assert (grpo.estimator, grpo.clip_low, grpo.clip_high, grpo.loss_agg) == ("grpo", 0.2, 0.2, "token-mean")
     assert (grpo.use_kl, grpo.kl_kind, grpo.kl_coef, grpo.lr) == (True, "k3", 0.01, 1e-6)
@@ -89,8 +92,8 @@ def test_presets_carry_the_paper_defaults():
 
 
 def test_unknown_algorithm_lists_valid_names():
-    with pytest.raises(ConfigError, match=r"Unknown algorithm 'empg_dapo'; valid names: \['dapo', 'empg', 'empg-dapo', "
-                       r"'empg-dapo-f', 'empg-dapo-g', 'empg-f', 'empg-g', 'gigpo', 'grpo'\]\. Did you mean 'empg-dapo'"):
+    with pytest.raises(ConfigError, match=r"Unknown algorithm 'empg_dapo'; valid names: \['cispo', 'dapo', 'dr_grpo', "
+                       r"'empg', 'empg\+cispo', .* 'rloo'\]\. Did you mean 'empg-dapo'"):
         get_algorithm("empg_dapo")
 
 
@@ -176,13 +179,14 @@ def test_dapo_filter_then_select_keeps_only_informative_groups():
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_actor_loss_is_policy_loss_plus_kl_and_backpropagates(name):
-    cfg = get_algorithm(name)
+    cfg = dataclasses.replace(get_algorithm(name), use_kl=True)  # gspo and dr_grpo drop it
     b = make_batch(1)
     A, _ = compute_advantages(cfg, b)
     logp = (b.old_logp + 0.05).requires_grad_(True)
     loss, m = actor_loss(cfg, logp, b, A)
-    pg, _ = policy_loss(logp, b.old_logp, A, b.response_mask, cfg.clip_low, cfg.clip_high, cfg.clip_c, cfg.loss_agg)
-    kl = agg_loss(kl_penalty(logp, b.ref_logp, "k3"), b.response_mask, "token-mean")
+    pg, _ = policy_loss(logp, b.old_logp, A, b.response_mask, cfg.clip_low, cfg.clip_high, cfg.clip_c, cfg.loss_agg,
+                        cfg.loss_norm_len, kind=cfg.loss_mode)
+    kl = agg_loss(kl_penalty(logp, b.ref_logp, "k3"), b.response_mask, cfg.loss_agg, cfg.loss_norm_len)
     assert loss.item() == pytest.approx((pg + 0.01 * kl).item())
     assert m["actor/kl_coef"] == 0.01 and "actor/clipfrac" in m and "actor/approx_kl" in m
     loss.backward()
@@ -224,7 +228,7 @@ def penalty_batch() -> StepBatch:
     return StepBatch(response_mask=mask, old_logp=torch.zeros(N, 4), reward=torch.tensor(cols[0]),
                      group_id=torch.tensor(cols[1]), traj_id=torch.tensor(cols[2]), step_index=torch.tensor(cols[3]),
                      is_last=torch.tensor(cols[4]), token_entropy=torch.ones(N, 4), step_reward=torch.tensor(cols[0]),
-                     obs_key=torch.arange(N), format_penalty=penalty)
+                     obs_key=torch.arange(N), format_penalty=penalty, values=torch.zeros(N))
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))

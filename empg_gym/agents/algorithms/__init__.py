@@ -1,4 +1,4 @@
-"""The algorithm layer: GRPO, DAPO, EMPG and GiGPO as registered, verified tensor functions (no model, no env).
+"""The algorithm layer: GRPO, DAPO, EMPG, GiGPO and the verl baselines as registered, verified tensor functions.
 
 The trainer needs two calls and never branches on an algorithm's name::
 
@@ -23,25 +23,51 @@ from empg_gym.agents.algorithms.advantages import (
     token_entropy,
 )
 from empg_gym.agents.algorithms.batch import StepBatch, observation_key, observation_keys
-from empg_gym.agents.algorithms.config import AlgorithmConfig, EMPGConfig, GiGPOConfig, OverlongConfig
+from empg_gym.agents.algorithms.config import (
+    AlgorithmConfig,
+    CriticConfig,
+    EMPGConfig,
+    GiGPOConfig,
+    OverlongConfig,
+)
+from empg_gym.agents.algorithms.estimators import (
+    gae_advantages,
+    last_token_rewards,
+    masked_whiten,
+    reinforce_pp_advantages,
+    reinforce_pp_baseline_advantages,
+    rloo_advantages,
+    turn_gae,
+)
 from empg_gym.agents.algorithms.losses import (
     KL_KINDS,
     LOSS_AGGS,
+    POLICY_LOSS_KINDS,
     LossNorm,
     agg_loss,
+    explained_variance,
     kl_penalty,
     loss_norm,
     masked_mean,
     policy_loss,
+    value_loss,
 )
 from empg_gym.agents.algorithms.pipeline import (
     SUMMED_METRICS,
     actor_loss,
     compute_advantages,
+    gae_step_rewards,
     informative_groups,
     shape_rewards,
 )
-from empg_gym.agents.algorithms.presets import ALGORITHMS, get_algorithm, list_algorithms, register_algorithm
+from empg_gym.agents.algorithms.presets import (
+    ALGORITHMS,
+    EMPG_BASES,
+    get_algorithm,
+    list_algorithms,
+    register_algorithm,
+    with_empg,
+)
 from empg_gym.agents.algorithms.registry import (
     ESTIMATORS,
     MODIFIERS,
@@ -74,5 +100,7 @@ __all__ = [
     "register_algorithm", "register_estimator", "register_modifier", "shape_rewards", "step_entropy",
     "token_entropy", "UNCERTAINTIES", "UNCERTAINTY_KINDS", "LogitEnsemble", "LoraEnsemble", "MCDropout",
     "UncertaintyHooks", "build_uncertainty", "generation_signal", "get_uncertainty", "logp_variance",
-    "register_uncertainty", "token_signal",
+    "register_uncertainty", "token_signal", "EMPG_BASES", "POLICY_LOSS_KINDS", "explained_variance", "gae_advantages",
+    "last_token_rewards", "masked_whiten", "reinforce_pp_advantages", "reinforce_pp_baseline_advantages",
+    "rloo_advantages", "value_loss", "with_empg", "CriticConfig", "gae_step_rewards", "turn_gae",
 ]

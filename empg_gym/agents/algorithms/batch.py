@@ -10,7 +10,8 @@ from torch import Tensor
 
 from empg_gym.errors import ConfigError
 
-_PER_SAMPLE = ("reward", "group_id", "traj_id", "step_index", "is_last", "step_reward", "obs_key", "format_penalty")
+_PER_SAMPLE = ("reward", "group_id", "traj_id", "step_index", "is_last", "step_reward", "obs_key", "format_penalty",
+               "values")
 _PER_TOKEN = ("response_mask", "old_logp", "ref_logp", "token_entropy", "token_uncertainty")
 
 
@@ -38,6 +39,8 @@ class StepBatch:
             for every algorithm (see ``compute_advantages``).
         token_uncertainty: ``[N, T]`` the per-token signal ``EMPGConfig.uncertainty`` names when it is not
             ``entropy`` (``renyi2``, ``one_minus_p``, ``mc_dropout``...; 0 on padding), or ``None``.
+        values: ``[N]`` float, the critic's value of each step's prompt before the update (the ``gae`` estimator's
+            ``V``; filled by ``empg_gym.agents.critic``), or ``None``.
     """
 
     response_mask: Tensor
@@ -53,6 +56,7 @@ class StepBatch:
     obs_key: Tensor | None = None
     format_penalty: Tensor | None = None
     token_uncertainty: Tensor | None = None
+    values: Tensor | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.response_mask, Tensor) or self.response_mask.dim() != 2:

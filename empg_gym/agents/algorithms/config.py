@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from empg_gym.agents.algorithms.losses import KL_KINDS, LOSS_AGGS, KLKind, LossAgg
+from empg_gym.agents.algorithms.losses import (
+    KL_KINDS,
+    LOSS_AGGS,
+    POLICY_LOSS_KINDS,
+    KLKind,
+    LossAgg,
+    PolicyLossKind,
+)
 from empg_gym.agents.algorithms.registry import ESTIMATORS, MODIFIERS
 from empg_gym.agents.algorithms.uncertainty import UNCERTAINTIES, UNCERTAINTY_KINDS
 from empg_gym.errors import ConfigError, did_you_mean
@@ -97,6 +104,45 @@ class GiGPOConfig:
 
 
 @dataclass(frozen=True)
+class CriticConfig:
+    """The ``ppo`` preset's turn-level critic (Turn-PPO, arXiv 2512.17008; the head: ``empg_gym.agents.critic``).
+
+    Attributes:
+        gamma: discount of GAE over env steps (Turn-PPO's ablation: 0.99).
+        lam: GAE's lambda over env steps (Turn-PPO: 0.9).
+        width: hidden width of the value head's MLP on the policy's features.
+        lr: the head's AdamW learning rate, or ``None``: ``lr_scale`` x the policy's (Turn-PPO: the critic learns
+            faster than the actor; verl-agent's PPO scripts use 10x, critic 1e-5 for actor 1e-6).
+        lr_scale: see ``lr``.
+        clip: verl's ``critic.cliprange_value`` (0.5), or ``None`` for an unclipped value loss.
+        vf_coef: weight of the value loss in the update's objective (features are detached, so it scales the head's
+            gradient only).
+        grad_clip: the head's gradient-norm clip (verl's critic ``grad_clip`` 1.0).
+    """
+
+    gamma: float = 0.99
+    lam: float = 0.9
+    width: int = 256
+    lr: float | None = None
+    lr_scale: float = 10.0
+    clip: float | None = 0.5
+    vf_coef: float = 1.0
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.gamma <= 1 and 0 <= self.lam <= 1,
+                 f"CriticConfig.gamma and lam must be in [0, 1] (Turn-PPO: 0.99, 0.9), got {self.gamma}, {self.lam}.")
+        _require(isinstance(self.width, int) and self.width >= 1,
+                 f"CriticConfig.width must be an int >= 1 (default 256), got {self.width!r}.")
+        _require(self.lr is None or self.lr > 0, f"CriticConfig.lr must be > 0 or None, got {self.lr}.")
+        _require(self.lr_scale > 0, f"CriticConfig.lr_scale must be > 0 (default 10), got {self.lr_scale}.")
+        _require(self.clip is None or self.clip > 0,
+                 f"CriticConfig.clip must be > 0 (verl: 0.5) or None, got {self.clip}.")
+        _require(self.vf_coef > 0, f"CriticConfig.vf_coef must be > 0, got {self.vf_coef}.")
+        _require(self.grad_clip > 0, f"CriticConfig.grad_clip must be > 0 (verl: 1.0), got {self.grad_clip}.")
+
+
+@dataclass(frozen=True)
 class OverlongConfig:
     """DAPO's overlong reward shaping (arXiv 2503.14476, §3.4).
 
@@ -138,7 +184,10 @@ class AlgorithmConfig:
             keeps potential-based shaping's telescoping sum).
         adv_eps: added to the group std.
         clip_low, clip_high: PPO clip range ``[1 - clip_low, 1 + clip_high]``; DAPO's clip-higher raises ``clip_high``.
-        clip_c: dual-clip constant (> 1), or ``None``.
+        clip_c: dual-clip constant (> 1), or ``None`` (``loss_mode="vanilla"`` only).
+        loss_mode: the per-token policy loss (verl's ``actor.policy_loss.loss_mode``): ``vanilla`` (PPO's clipped
+            surrogate), ``gspo`` (sequence-level ratio) or ``cispo`` (clipped stop-gradient weight); see
+            ``policy_loss``.
         loss_agg: how token losses reduce to a scalar (see ``agg_loss``).
         loss_norm_len: the constant divisor of ``seq-mean-token-sum-norm`` (``None``: the padded width ``T``).
         use_kl: add ``kl_coef * KL(pi || pi_ref)`` to the loss (needs ``StepBatch.ref_logp``).
@@ -148,6 +197,7 @@ class AlgorithmConfig:
         overlong: DAPO's overlong reward shaping, or ``None``.
         empg: EMPG's modulation of the base advantage, or ``None`` for plain base advantages.
         gigpo: GiGPO's knobs (read only by the ``gigpo`` estimator).
+        critic: the turn-level critic of the ``gae`` estimator (``ppo``), or ``None``; the two go together.
         modifiers: further registered advantage modifiers, applied in order after EMPG.
         lr: learning rate. group_size: trajectories per task. tasks_per_batch: tasks per update.
         updates: number of policy updates (verl-agent's ``total_epochs``).
@@ -173,6 +223,7 @@ class AlgorithmConfig:
     clip_low: float = 0.2
     clip_high: float = 0.2
     clip_c: float | None = None
+    loss_mode: PolicyLossKind = "vanilla"
     loss_agg: LossAgg = "token-mean"
     loss_norm_len: int | None = None
     use_kl: bool = True
@@ -183,6 +234,7 @@ class AlgorithmConfig:
     overlong: OverlongConfig | None = None
     empg: EMPGConfig | None = None
     gigpo: GiGPOConfig = field(default_factory=GiGPOConfig)
+    critic: CriticConfig | None = None
     modifiers: tuple[str, ...] = ()
     lr: float = 1e-6
     group_size: int = 8
@@ -226,6 +278,12 @@ class AlgorithmConfig:
             "empg" not in self.modifiers,
             "modifiers must not list 'empg': set empg=EMPGConfig(...) instead (it runs first, before other modifiers).",
         )
+        _require(
+            (self.estimator == "gae") == (self.critic is not None),
+            f"The gae estimator and a critic go together (estimator={self.estimator!r}, critic="
+            f"{'set' if self.critic is not None else 'None'}); use the ppo preset, or set both "
+            "estimator='gae' and critic=CriticConfig().",
+        )
         for m in self.modifiers:
             _require(
                 m in MODIFIERS,
@@ -234,11 +292,25 @@ class AlgorithmConfig:
             )
 
     def _check_loss(self) -> None:
-        _require(0 <= self.clip_low < 1, f"clip_low must be in [0, 1) (GRPO/DAPO: 0.2), got {self.clip_low}.")
+        _require(
+            self.clip_low >= 0 and (self.clip_low < 1 or self.loss_mode == "cispo"),
+            f"clip_low must be in [0, 1) (GRPO/DAPO: 0.2), got {self.clip_low}; only loss_mode='cispo' takes "
+            "clip_low >= 1 (no lower bound on its weight, MiniMax-M1).",
+        )
         _require(self.clip_high >= 0, f"clip_high must be >= 0 (GRPO 0.2, DAPO 0.28), got {self.clip_high}.")
         _require(
             self.clip_c is None or self.clip_c > 1,
             f"clip_c (dual clip) must be > 1 (verl uses 3.0) or None, got {self.clip_c}.",
+        )
+        _require(
+            self.loss_mode in POLICY_LOSS_KINDS,
+            f"loss_mode must be one of {POLICY_LOSS_KINDS}, got {self.loss_mode!r}."
+            f"{did_you_mean(str(self.loss_mode), POLICY_LOSS_KINDS)}",
+        )
+        _require(
+            self.clip_c is None or self.loss_mode == "vanilla",
+            f"clip_c (dual clip) applies to loss_mode='vanilla' only, got clip_c={self.clip_c} with "
+            f"loss_mode={self.loss_mode!r}; set clip_c=None.",
         )
         _require(
             self.loss_agg in LOSS_AGGS,

@@ -2,7 +2,8 @@
 
 With ``filter_groups`` (DAPO's dynamic sampling) it also calls :func:`informative_groups`.
 
-Built-in registrations: estimators ``grpo`` and ``gigpo``, modifier ``empg`` (its uncertainty signals are registered
+Built-in registrations: estimators ``grpo``, ``gigpo``, ``rloo``, ``reinforce_pp``, ``reinforce_pp_baseline`` and
+``gae`` (the ``ppo`` preset's turn-level GAE, from :mod:`empg_gym.agents.critic`'s values), modifier ``empg`` (its uncertainty signals are registered
 in :mod:`empg_gym.agents.algorithms.uncertainty`).
 """
 
@@ -22,6 +23,13 @@ from empg_gym.agents.algorithms.advantages import (
 )
 from empg_gym.agents.algorithms.batch import StepBatch
 from empg_gym.agents.algorithms.config import AlgorithmConfig
+from empg_gym.agents.algorithms.estimators import (
+    last_token_rewards,
+    reinforce_pp_advantages,
+    reinforce_pp_baseline_advantages,
+    rloo_advantages,
+    turn_gae,
+)
 from empg_gym.agents.algorithms.losses import LossNorm, agg_loss, kl_penalty, policy_loss
 from empg_gym.agents.algorithms.registry import (
     get_estimator,
@@ -34,7 +42,7 @@ from empg_gym.errors import ConfigError
 #: Metrics of :func:`actor_loss` that are a micro-batch's *share* of the mini-batch's value when a mini-batch
 #: :class:`~empg_gym.agents.algorithms.losses.LossNorm` is passed: sum them over the micro-batches of a mini-batch.
 #: The others are means over the micro-batch's response tokens.
-SUMMED_METRICS: tuple[str, ...] = ("actor/pg_loss", "actor/kl", "actor/kl_loss", "actor/loss")
+SUMMED_METRICS: tuple[str, ...] = ("actor/pg_loss", "actor/kl", "actor/kl_loss", "actor/loss", "critic/vf_loss")
 
 
 def _need(batch: StepBatch, field: str, who: str, what: str) -> Tensor:
@@ -69,6 +77,73 @@ def gigpo_estimator(batch: StepBatch, config: AlgorithmConfig) -> tuple[Tensor, 
                          config.adv_eps, traj_ids=traj)
     n_groups = len(torch.unique(torch.stack([batch.group_id, obs], -1), dim=0))
     return A, {"gigpo/step_group_size_mean": batch.size / max(n_groups, 1), "gigpo/return_mean": float(G.mean())}
+
+
+def _row_value(A: Tensor, mask: Tensor) -> Tensor:
+    """``[N]`` the value of a ``[N, T]`` advantage that is constant over each row's response tokens (0 if none)."""
+    m = mask.to(A.dtype)
+    return (A * m).sum(-1) / m.sum(-1).clamp(min=1.0)
+
+
+@register_estimator("rloo")
+def rloo_estimator(batch: StepBatch, config: AlgorithmConfig) -> tuple[Tensor, dict[str, float]]:
+    """RLOO's leave-one-out advantage of each step's reward (see :func:`rloo_advantages`).
+
+    With ``config.traj_level_stats`` (the default) the ``n`` of a group counts its trajectories and its mean weighs
+    each trajectory once, as the ``grpo`` estimator does; else every step row is a sample (verl-agent's layout).
+    """
+    traj = batch.traj_id if config.traj_level_stats else None
+    return rloo_advantages(batch.reward, batch.group_id, traj), {}
+
+
+@register_estimator("reinforce_pp")
+def reinforce_pp_estimator(batch: StepBatch, config: AlgorithmConfig) -> tuple[Tensor, dict[str, float]]:
+    """REINFORCE++: each step's reward on its last response token, ``gamma = 1``, whitened over all response tokens.
+
+    See :func:`reinforce_pp_advantages`. With ``gamma = 1`` (verl's default) every token of a step gets the step's
+    reward as its return, so the advantage is one value per step; discount across steps with
+    ``reward_signal="return"`` and ``return_gamma``. The whitening weighs a step by its response tokens, as verl.
+    """
+    mask = batch.response_mask
+    A, _ = reinforce_pp_advantages(last_token_rewards(batch.reward, mask), mask, gamma=1.0)
+    return _row_value(A, mask), {}
+
+
+@register_estimator("reinforce_pp_baseline")
+def reinforce_pp_baseline_estimator(batch: StepBatch, config: AlgorithmConfig) -> tuple[Tensor, dict[str, float]]:
+    """REINFORCE++-baseline: the group mean removed, then whitened over all response tokens.
+
+    See :func:`reinforce_pp_baseline_advantages`; group means as the ``grpo`` estimator's (``traj_level_stats``).
+    """
+    traj = batch.traj_id if config.traj_level_stats else None
+    A = reinforce_pp_baseline_advantages(batch.reward, batch.group_id, batch.response_mask, traj)
+    return _row_value(A, batch.response_mask), {}
+
+
+def gae_step_rewards(batch: StepBatch, config: AlgorithmConfig) -> Tensor:
+    """``[N]`` the reward of each step that turn-level GAE discounts.
+
+    ``reward_signal="outcome"``: the outcome (with the config's shaping) on each trajectory's last step, 0 before
+    (the critic bootstraps the rest). ``"return"``: the env's reward of each step (``batch.step_reward``).
+    """
+    if config.reward_signal == "return":
+        return _need(batch, "step_reward", "reward_signal='return'", "the env reward received at each step")
+    return torch.where(batch.is_last, batch.reward, torch.zeros_like(batch.reward))
+
+
+@register_estimator("gae")
+def gae_estimator(batch: StepBatch, config: AlgorithmConfig) -> tuple[Tensor, dict[str, float]]:
+    """PPO's turn-level GAE over env steps from the critic's ``batch.values`` (see :func:`turn_gae`).
+
+    Rewards as :func:`gae_step_rewards`; ``gamma`` and ``lam`` from ``config.critic``. Advantages are whitened over
+    the batch's steps.
+    """
+    critic = config.critic
+    if critic is None:
+        raise ConfigError("The gae estimator needs config.critic (CriticConfig); use the ppo preset.")
+    V = _need(batch, "values", "The gae estimator", "the critic's value of each step; the trainer's critic fills it")
+    A, G = turn_gae(gae_step_rewards(batch, config), V, batch.traj_id, batch.step_index, critic.gamma, critic.lam)
+    return A, {"critic/returns_mean": float(G.mean())}
 
 
 @register_modifier("empg")
@@ -208,7 +283,7 @@ def _compute_advantages(config: AlgorithmConfig, batch: StepBatch) -> tuple[Tens
 def actor_loss(
     config: AlgorithmConfig, logp: Tensor, batch: StepBatch, advantages: Tensor, norm: LossNorm | None = None
 ) -> tuple[Tensor, dict[str, float]]:
-    """Compute the actor's loss for any algorithm: clipped policy loss plus ``kl_coef`` x aggregated KL when ``use_kl``.
+    """Compute the actor's loss for any algorithm: the policy loss ``config.loss_mode`` names plus ``kl_coef`` x aggregated KL when ``use_kl``.
 
     Args:
         config: the algorithm's :class:`AlgorithmConfig`.
@@ -220,7 +295,8 @@ def actor_loss(
             loss however it is split. ``None``: ``batch`` is the whole mini-batch.
     """
     loss, metrics = policy_loss(logp, batch.old_logp, advantages, batch.response_mask, config.clip_low,
-                                config.clip_high, config.clip_c, config.loss_agg, config.loss_norm_len, norm)
+                                config.clip_high, config.clip_c, config.loss_agg, config.loss_norm_len, norm,
+                                kind=config.loss_mode)
     if config.use_kl and config.kl_coef > 0:
         ref = _need(batch, "ref_logp", "use_kl=True", "reference-policy log-probs; or set use_kl=False")
         kl = agg_loss(kl_penalty(logp, ref, config.kl_kind), batch.response_mask, config.loss_agg,

@@ -447,7 +447,7 @@ class LoraEnsemble(UncertaintyHooks):
         A = advantages.to(logp.device)
         a = self.algo
         loss = sum(policy_loss(logp[k], old[k], A * w[k], mask, a.clip_low, a.clip_high, a.clip_c, a.loss_agg,
-                               a.loss_norm_len, norm)[0] for k in range(self.K))
+                               a.loss_norm_len, norm, kind=a.loss_mode)[0] for k in range(self.K))
         loss.backward()  # type: ignore[union-attr]
         return {}
 
