@@ -199,6 +199,8 @@ def train_and_evaluate(config: BenchConfig, env_id: str, algo: str, seed: int, f
         train_seconds = time.perf_counter() - t0 - trainer.eval_seconds
         if not any(r["update"] == trainer.update_step for r in read_jsonl(folder / EVALS)):
             trainer.record_evals(trainer.update_step, episode_logs=True)
+        else:  # the schedule evaluated the last update already: its episodes still back the per-type tables
+            trainer.log_final_episodes()
         evals = read_jsonl(folder / EVALS)
     finally:
         trainer.close()
@@ -334,6 +336,20 @@ def _trainer_class() -> type:
                     if budget is not None:
                         record["budget_env_steps"] = budget
                     f.write(json.dumps(record) + "\n")
+            self.eval_seconds += time.perf_counter() - t0
+
+        def log_final_episodes(self) -> None:
+            """Write ``eval_<split>.jsonl`` (the final policy's episodes) where a scheduled evaluation of the last
+            update already stands in ``evals.jsonl`` without them (a DAPO run that stopped early on an env-step budget).
+
+            The evaluation is played again, with the same seeds, so the logs are those episodes; nothing is appended
+            to ``evals.jsonl``.
+            """  # noqa: D205
+            t0 = time.perf_counter()
+            for split in self.bench.eval_splits if self.bench is not None else ():
+                path = self.out_dir / f"eval_{split}.jsonl"
+                if not path.is_file():
+                    evaluate_filtered(self, split, self.bench.eval_tasks, self.task_type, path)
             self.eval_seconds += time.perf_counter() - t0
 
         def after_update(self, metrics: dict[str, float]) -> None:

@@ -286,3 +286,21 @@ def test_cli_bench_prints_budget_and_report(tmp_path):
     (tmp_path / "bad.toml").write_text('algos = ["grpo"]\nupdatez = 3\n')
     with pytest.raises(ConfigError, match=r"unknown bench field\(s\) \['updatez'\]"):
         BenchConfig.from_file(tmp_path / "bad.toml")
+
+
+def test_a_run_that_stops_early_still_logs_its_final_episodes(tmp_path):
+    # a DAPO run that spends its rollout budget stops early; when the schedule had already evaluated its last update,
+    # the final policy's episode logs (the per-type tables' and the viewer's input) were missing
+    train = {**TINY, "algo_overrides": {**dict(TINY.get("algo_overrides", {})), "max_resample_batches": 1}}
+    run_bench(_bench(algos=("dapo",), seeds=(0, 1, 2), updates=6, eval_every=1, train=train), tmp_path,
+              log=lambda _: None)
+    stopped_early = 0
+    for seed in (0, 1, 2):
+        folder = run_dir(tmp_path, "EMPG-KeyDoor-v0", "dapo", seed)
+        last = max(read_jsonl(folder / "evals.jsonl"), key=lambda r: r["update"])
+        stopped_early += last["update"] < 6
+        for split in ("eval_in_distribution", "eval_out_of_distribution"):
+            episodes = [e for e in read_jsonl(folder / f"eval_{split}.jsonl") if e.get("mode", "greedy") == "greedy"]
+            final = next(r for r in read_jsonl(folder / "evals.jsonl") if (r["update"], r["split"]) == (last["update"], split))
+            assert len(episodes) == 3 and sum(e["won"] for e in episodes) / 3 == final["metrics"]["success_rate"]
+    assert stopped_early >= 1  # the case this test is about happened
