@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, what) in FORWARDED.items():
         sub.add_parser(name, help=f"{what} (--help for its options)")
 
-    p = sub.add_parser("demo", help="the quick bench: GRPO vs DAPO vs EMPG on KeyRooms, 5 seeds, 2 CPU cores (~12 min)")
+    p = sub.add_parser("demo", help="the quick bench: GRPO vs DAPO vs EMPG on KeyRooms, 10 seeds, 2 CPU cores (~17 min)")
     p.add_argument("--out", default="empg-gym-demo", help="bench folder (default ./empg-gym-demo)")
     p.set_defaults(func=_cmd_demo)
     return parser
