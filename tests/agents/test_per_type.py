@@ -219,3 +219,28 @@ def test_rollout_trajectories_carry_deepsearch_answer_scores():
     right, wrong = batch.trajectories
     assert right.answer_scores == {"em": 1.0, "f1": 1.0} and right.won
     assert wrong.answer_scores["em"] == 0.0 and 0.0 < wrong.answer_scores["f1"] < 1.0
+
+
+def test_real_webshop_goals_are_grouped_by_their_category(shared_data, tmp_path):
+    # WebShop's own products and instructions (data_path-style real catalog): the goal category is WebShop's
+    import json
+
+    from empg_gym.agents.per_type import per_type_metrics, task_facets
+
+    docs = [json.loads(x) for x in (shared_data / "webshop/data/resources_100_documents.jsonl").read_text().splitlines()]
+    items = tmp_path / "items_shuffle_100.json"
+    items.write_text(json.dumps([d["product"] for d in docs]))
+    env = gym.make("EMPG-WebShop-v0", split="eval_in_distribution",
+                   catalog={"source": "real", "items_path": str(items),
+                            "attrs_path": str(shared_data / "webshop/data/items_ins_v2_1000.json")})
+    manifest = env.unwrapped.manifest
+    tasks = manifest.tasks("eval_in_distribution")[:300]
+    episodes = [{"facets": task_facets("webshop", t, manifest.source), "won": i % 2 == 0, "score": 1.0 if i % 2 == 0
+                 else 0.5} for i, t in enumerate(tasks)]
+    env.close()
+    assert manifest.source == "real"
+    assert {e["facets"]["category"] for e in episodes} >= {"fashion", "electronics", "beauty"}
+    assert all(e["facets"]["category"] == t.data["category"] for e, t in zip(episodes, tasks, strict=True))
+    metrics = per_type_metrics(episodes, "webshop")
+    assert metrics["all/success"] == 0.5 and metrics["all/score"] == 0.75
+    assert "category=fashion/score" in metrics and "category=electronics/success" in metrics
