@@ -388,3 +388,20 @@ def test_proposition_1_gradient_norm_equals_one_minus_exp_minus_renyi2(V, scale)
         expected_sq_norm = float((pi * sq_norms).sum())
         H2 = -math.log(float((pi**2).sum()))  # Rényi entropy of order 2
         assert expected_sq_norm == pytest.approx(1 - math.exp(-H2), abs=1e-10)
+
+
+def test_empg_ignores_an_entropy_spread_that_is_float32_rounding():
+    # issue #23 (7): equal step entropies up to float32 rounding were min-max stretched to [0, 1], so g spread
+    # 0.67-1.69 instead of staying 1; a real spread, even a small one, is still normalised
+    from empg_gym.agents.algorithms.advantages import empg_terms
+
+    traj, step = torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([0, 1, 2, 0, 1, 2])
+    H = (torch.full((6,), 1.7) + torch.tensor([0.0, 1.2e-7, -1.2e-7, 2.4e-7, 0.0, -2.4e-7])).float()
+    assert H.max() > H.min()  # the values do differ, by rounding
+    H_norm, g, f = empg_terms(H, traj, step)
+    assert torch.equal(g, torch.ones(6)) and torch.equal(H_norm, torch.zeros(6))
+    assert f.tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    small = torch.tensor([0.0010, 0.0011, 0.00105, 0.0010, 0.0011, 0.0010])
+    H_norm, g, _ = empg_terms(small, traj, step)
+    assert H_norm.max().item() == pytest.approx(1.0, abs=1e-3) and g.max() > 1.0 > g.min()
+    assert H_norm.dtype == g.dtype == torch.float32

@@ -136,6 +136,10 @@ def step_entropy(token_entropy: Tensor, mask: Tensor) -> Tensor:
     return (token_entropy * m).sum(-1) / m.sum(-1).clamp(min=1.0)
 
 
+#: Entropy spreads at most this fraction of the batch's largest |H| count as none (float32 keeps ~7 digits).
+H_SPREAD_RTOL = 1e-5
+
+
 def empg_terms(
     step_entropy: Tensor, traj_ids: Tensor, step_index: Tensor, k: float = 1.0, k_next: float = 1.0, eps: float = 1e-8
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -144,20 +148,34 @@ def empg_terms(
     ``H_norm = (H - min H) / (max H - min H + eps)`` over the whole batch; ``g = exp(-k H_norm) / mean(exp(-k H_norm))``
     (self-calibrating: ``mean(g) = 1``); ``f_t = exp(-k_next H_norm_{t+1})`` from step ``t + 1`` of the same trajectory,
     0 when that step is not in the batch (a trajectory's last step gets no future-clarity bonus).
+
+    Computed in float64 and returned in ``step_entropy``'s dtype. A batch whose entropies differ by no more than
+    :data:`H_SPREAD_RTOL` of their magnitude (equal up to float32 rounding) gets ``H_norm = 0``, so ``g = 1``: the
+    min-max normalisation would otherwise stretch rounding noise to the full ``[0, 1]`` range (issue #23).
+
+    Example:
+        >>> H = torch.full((4,), 2.302585) + torch.tensor([0.0, 1e-7, -1e-7, 2e-7])  # equal up to rounding
+        >>> empg_terms(H, torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1]))[1].tolist()
+        [1.0, 1.0, 1.0, 1.0]
     """
     check_1d("step_entropy", step_entropy)
     check_1d("traj_ids", traj_ids, len(step_entropy))
     check_1d("step_index", step_index, len(step_entropy))
     if len(step_entropy) == 0:
         raise ConfigError("EMPG needs at least one step sample; got an empty batch.")
-    H = step_entropy
-    H_norm = (H - H.min()) / (H.max() - H.min() + eps)
+    H = step_entropy.double()
+    spread = H.max() - H.min()
+    if spread <= H_SPREAD_RTOL * H.abs().max():
+        H_norm = torch.zeros_like(H)
+    else:
+        H_norm = (H - H.min()) / (spread + eps)
     w = torch.exp(-k * H_norm)
     g = w / w.mean()
     nxt = next_step_index(traj_ids, step_index)
     has_next = nxt >= 0
     f = torch.where(has_next, torch.exp(-k_next * H_norm[nxt.clamp(min=0)]), torch.zeros_like(H))
-    return H_norm, g, f
+    dtype = step_entropy.dtype if step_entropy.is_floating_point() else torch.get_default_dtype()
+    return H_norm.to(dtype), g.to(dtype), f.to(dtype)
 
 
 def empg_advantages(
