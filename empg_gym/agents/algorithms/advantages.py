@@ -25,6 +25,30 @@ from empg_gym.agents.algorithms._groups import (
 from empg_gym.errors import ConfigError
 
 
+def group_statistics(
+    rewards: Tensor, group_ids: Tensor, traj_ids: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Return ``(index [N], mean [G], std [G], counts [G])`` of ``rewards`` per group (``G`` groups, dense ids).
+
+    With ``traj_ids`` each trajectory counts once (step rows of one trajectory share its outcome), so ``counts`` are
+    trajectories per group; without, every row counts. ``index`` maps each row to its group.
+
+    Example:
+        >>> index, mean, std, counts = group_statistics(torch.tensor([1.0, 0.0, 3.0]), torch.tensor([5, 5, 9]))
+        >>> index.tolist(), mean.tolist(), counts.tolist()
+        ([0, 0, 1], [0.5, 3.0], [2, 1])
+    """
+    check_1d("rewards", rewards)
+    check_1d("group_ids", group_ids, len(rewards))
+    index, counts = dense_ids(group_ids)
+    if traj_ids is None:
+        mean, std = group_mean_std(rewards, index, counts)
+    else:
+        check_1d("traj_ids", traj_ids, len(rewards))
+        mean, std, counts = _trajectory_mean_std(rewards, index, dense_ids(group_ids, traj_ids)[0])
+    return index, mean, std, counts
+
+
 def grpo_advantages(
     rewards: Tensor,
     group_ids: Tensor,
@@ -59,15 +83,10 @@ def grpo_advantages(
     """
     rewards = as_float("rewards", rewards)
     check_1d("rewards", rewards)
-    check_1d("group_ids", group_ids, len(rewards))
     if len(rewards) == 0:
+        check_1d("group_ids", group_ids, 0)
         return rewards.clone()
-    index, counts = dense_ids(group_ids)
-    if traj_ids is None:
-        mean, std = group_mean_std(rewards, index, counts)
-    else:
-        check_1d("traj_ids", traj_ids, len(rewards))
-        mean, std, counts = _trajectory_mean_std(rewards, index, dense_ids(group_ids, traj_ids)[0])
+    index, mean, std, counts = group_statistics(rewards, group_ids, traj_ids)
     single = counts[index] == 1
     mean_i = torch.where(single, torch.zeros_like(rewards), mean[index])
     std_i = torch.where(single, torch.ones_like(rewards), std[index])

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from empg_gym.agents.algorithms._groups import as_float, check_1d, dense_ids, group_mean_std, trajectory_order
-from empg_gym.agents.algorithms.advantages import _trajectory_mean_std, grpo_advantages
+from empg_gym.agents.algorithms._groups import as_float, check_1d, trajectory_order
+from empg_gym.agents.algorithms.advantages import group_statistics, grpo_advantages
 from empg_gym.errors import ConfigError
 
 
@@ -74,15 +74,10 @@ def rloo_advantages(rewards: Tensor, group_ids: Tensor, traj_ids: Tensor | None 
     """
     rewards = as_float("rewards", rewards)
     check_1d("rewards", rewards)
-    check_1d("group_ids", group_ids, len(rewards))
     if len(rewards) == 0:
+        check_1d("group_ids", group_ids, 0)
         return rewards.clone()
-    index, counts = dense_ids(group_ids)
-    if traj_ids is None:
-        mean, _ = group_mean_std(rewards, index, counts)
-    else:
-        check_1d("traj_ids", traj_ids, len(rewards))
-        mean, _, counts = _trajectory_mean_std(rewards, index, dense_ids(group_ids, traj_ids)[0])
+    index, mean, _, counts = group_statistics(rewards, group_ids, traj_ids)
     n = counts[index].to(rewards.dtype)
     scale = n / (n - 1).clamp(min=1.0)
     loo = rewards * scale - mean[index] * scale  # verl's order of operations
