@@ -140,25 +140,19 @@ def play_tasks(
         raise ConfigError(f"batch_size={batch_size!r} must be a positive int or None (all tasks at once).")
     pool = envs if envs is not None else EnvPool(config)
     try:
-        episodes = _play(policy, config, list(task_ids), split, k, batch_size, with_steps, pool)
+        return _play(policy, config, list(task_ids), split, k, batch_size, with_steps, pool, manifest)
     finally:
         if envs is None:
             pool.close()
-    if manifest is not None:
-        family = family_of(config.env_id)
-        for ep in episodes:
-            annotate(ep, family, manifest.get(ep["task_id"]), str(manifest.source), ep.pop("_final", {}))
-    for ep in episodes:
-        ep.pop("_final", None)
-    return episodes
 
 
 def _play(policy: Any, config: TrainConfig, task_ids: list[str], split: str, k: int, batch_size: int | None,
-          with_steps: bool, pool: EnvPool) -> list[dict[str, Any]]:
+          with_steps: bool, pool: EnvPool, manifest: Any) -> list[dict[str, Any]]:
     """Return the episodes of :func:`play_tasks`: one greedy and one sampled rollout (``k`` per task) per chunk."""
     from empg_gym.agents.policy import GenerationConfig
     from empg_gym.agents.rollout import RolloutConfig, collect_rollouts
 
+    family = family_of(config.env_id)
     episodes: list[dict[str, Any]] = []
     for mode, group in (("greedy", 1), ("sampled", k)):
         if group == 0 or not task_ids:
@@ -176,12 +170,14 @@ def _play(policy: Any, config: TrainConfig, task_ids: list[str], split: str, k: 
                 rollout = collect_rollouts(policy, envs, rollout_cfg, task_ids=chunk, seed=seed + start * group)
             finally:
                 pool.give_back(envs)
-            episodes += _records(rollout, mode, group, with_steps)
+            episodes += _records(rollout, mode, group, with_steps, manifest, family)
     return episodes
 
 
-def _records(rollout: Any, mode: str, group: int, with_steps: bool) -> list[dict[str, Any]]:
-    """One record per trajectory of ``rollout`` (trajectory ``j`` of a group is sample ``j``)."""
+def _records(rollout: Any, mode: str, group: int, with_steps: bool, manifest: Any, family: str) -> list[dict[str, Any]]:
+    """One record per trajectory of ``rollout`` (trajectory ``j`` of a group is sample ``j``), annotated with the
+    task's facets when ``manifest`` is given.
+    """  # noqa: D205
     steps: dict[int, list[dict[str, Any]]] = defaultdict(list)
     if with_steps:
         for s in rollout.samples:
@@ -192,9 +188,11 @@ def _records(rollout: Any, mode: str, group: int, with_steps: bool) -> list[dict
     for t in rollout.trajectories:
         record = {"task_id": t.task_id, "task_type": t.task_type, "won": t.won, "score": t.score,
                   "length": t.length, "truncated": t.truncated, "mode": mode,
-                  "sample": t.traj_id % group if mode == "sampled" else 0, "_final": t.answer_scores}
+                  "sample": t.traj_id % group if mode == "sampled" else 0}
         if with_steps:
             record["steps"] = steps[t.traj_id]
+        if manifest is not None:
+            annotate(record, family, manifest.get(t.task_id), str(manifest.source), t.answer_scores)
         out.append(record)
     return out
 
