@@ -1,32 +1,32 @@
 """Runs per CPU-core-hour: the quick bench's runs, today's code against the working tree, side by side (issue #22).
 
-What is timed is what a ``quick`` bench worker does for one run: a fresh Python process imports the package, then
-``empg_gym.bench.runner._worker`` trains one ``env × algo × seed`` run of the quick preset's shape (tiny action-token
-policy on EMPG-KeyRooms-v0, 8 tasks × 8 trajectories per update, 2 PPO epochs over mini-batches of 64, one thread)
-for ``--updates`` updates and evaluates it as the preset does (before training, every ``--eval-every`` updates and
-after the last, on ``--eval-tasks`` tasks of both eval splits, greedily). Its CPU time, user + system from
-``getrusage(RUSAGE_CHILDREN)``, imports included, is the cost of a run; the ratio of the medians is the speed-up.
+What is timed is what a ``quick`` bench worker does: ``empg_gym.bench.runner._worker`` trains one ``env × algo ×
+seed`` run of the quick preset's shape (tiny action-token policy on EMPG-KeyRooms-v0, 8 tasks × 8 trajectories per
+update, 2 PPO epochs over mini-batches of 64, one thread) for ``--updates`` updates and evaluates it as the preset
+does (before training, every ``--eval-every`` updates and after the last, on ``--eval-tasks`` tasks of both eval
+splits, greedily). Each side runs the way its own bench ran runs: the reference trained every run in a fresh
+process (imports paid per run); the working tree's bench keeps its worker processes (``runs_per_worker=0``), so its
+side trains all of a block's runs in one process, imports paid once. A run's CPU time is user + system, from
+``getrusage`` in the parent (a fresh process per run) or measured around each run in the child; the working tree's
+import cost (the process's CPU time outside its runs) is spread over its runs. The ratio of the medians of CPU
+seconds per run is the speed-up; the ratio of the totals is printed beside it.
 
 The reference is a git commit (default: 5690680, the code issue #22 measured), exported with ``git archive`` into a
 temporary folder; the candidate is this working tree. Both run the same fixed settings, those of the quick preset
 at that commit (spelled out in :data:`QUICK_SHAPE`, so a later change of the preset does not move the yardstick),
-and the script alternates them run by run (ABBA order), so a machine that gets busier or quieter during the
-benchmark weighs on both alike. The default is the whole 50-update run with its three evaluations; ``--updates 10
---eval-every 5`` is a shorter proxy with the same per-update shape (a policy that has not learned yet plays longer
-episodes, so a short proxy overstates the per-update cost of both sides alike).
+and the script alternates the two sides block by block (ABBA order over ``--repeats``), so a machine that gets
+busier or quieter during the benchmark weighs on both alike. The default is the whole 50-update run with its three
+evaluations; ``--updates 10 --eval-every 5`` is a shorter proxy with the same per-update shape (a policy that has
+not learned yet plays longer episodes, so a short proxy overstates the per-update cost of both sides alike).
 
 ``--new-eval K`` adds, for the working tree only, runs with the evaluation issue #22 asks for (every task of both
 splits, greedily and ``K`` sampled episodes per task, every ``--new-eval-every`` updates) and prints their cost.
 
-Measured on 2 shared CPU cores (4-8 other processes running), default settings, seed 0: CPU-s per run, ref / new:
-GRPO 82.6 / 40.6, DAPO 93.3 / 22.9 (the new run learned the task by update 24 and stopped short: dynamic sampling
-found no informative group), EMPG 92.2 / 32.0; medians 92.2 / 32.0 = 2.9x. A run with issue #22's evaluation (all
-100 + 100 tasks greedily and 4 sampled episodes each, every 10 updates: 6 points) cost 38.0 CPU-s (median), about
-1.5 CPU-s per evaluation point; a 1-update run (process start, imports, model, one update) 5.2 CPU-s.
+Measured results are in the README's performance table.
 
 Usage (from the repository root)::
 
-    python benchmarks/bench_throughput.py                      # 3 algorithms x seed 0, 50 updates, ABBA
+    python benchmarks/bench_throughput.py                      # 3 algorithms x seeds 0, 1; 50 updates; ABBA
     python benchmarks/bench_throughput.py --algos grpo --repeats 3 --updates 10 --eval-every 5   # a quick proxy
     python benchmarks/bench_throughput.py --new-eval 4 --new-eval-every 10 --skip-reference
 """
@@ -67,20 +67,26 @@ QUICK_SHAPE = {
     "demonstration": False,
 }
 
-#: What the child process runs: one bench-worker run, then a JSON summary line.
+#: What the child process runs: bench-worker runs one after another, each followed by a JSON summary line.
 CHILD = r"""
-import json, sys
+import json, resource, sys
 spec = json.loads(sys.argv[1])
 import empg_gym
 from empg_gym.bench.presets import BenchConfig
 from empg_gym.bench.runner import _worker
 fields = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["bench"].items()}
 cfg = BenchConfig(**fields)
-result = _worker(cfg, tuple(spec["combo"]), spec["folder"], 1, "[bench]")
-evals = {f"{r['split']}@{r['update']}": {k: v for k, v in r["metrics"].items() if k.startswith("success")}
-         for r in result["evals"]}
-print("RESULT " + json.dumps({"package": empg_gym.__file__, "train_seconds": result["train_seconds"],
-                              "eval_seconds": result["eval_seconds"], "evals": evals}))
+def cpu():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+for combo, folder in zip(spec["combos"], spec["folders"]):
+    before = cpu()
+    result = _worker(cfg, tuple(combo), folder, 1, "[bench]")
+    evals = {f"{r['split']}@{r['update']}": {k: v for k, v in r["metrics"].items() if k.startswith("success")}
+             for r in result["evals"]}
+    print("RESULT " + json.dumps({"package": empg_gym.__file__, "combo": combo, "cpu": cpu() - before,
+                                  "train_seconds": result["train_seconds"], "eval_seconds": result["eval_seconds"],
+                                  "evals": evals}), flush=True)
 """
 
 
@@ -93,24 +99,32 @@ def export_ref(ref: str, dest: Path) -> Path:
     return dest
 
 
-def run_once(tree: Path, bench: dict, combo: tuple[str, str, int], folder: Path) -> dict:
-    """Run one bench-worker run with ``tree`` first on the import path; return its CPU seconds and summary."""
+def run_block(tree: Path, bench: dict, combos: list[tuple[str, str, int]], folder: Path,
+              one_process: bool) -> list[dict]:
+    """Run ``combos`` with ``tree`` first on the import path; return one summary per run with its CPU seconds.
+
+    ``one_process``: all runs in one process (the import cost spread over them), else a fresh process per run.
+    """
+    if not one_process:
+        return [run for combo in combos for run in run_block(tree, bench, [combo], folder, True)]
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false"}
-    spec = json.dumps({"bench": bench, "combo": list(combo), "folder": str(folder)})
+    folders = [str(folder / f"{a}-{s}") for _, a, s in combos]
+    spec = json.dumps({"bench": bench, "combos": [list(c) for c in combos], "folders": folders})
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", CHILD, spec], cwd=tree, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"run {combo} in {tree} failed:\n{proc.stderr[-3000:]}")
-    line = next(ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("RESULT "))
-    summary = json.loads(line[len("RESULT "):])
-    if not Path(summary["package"]).resolve().is_relative_to(tree.resolve()):
-        raise SystemExit(f"the child imported {summary['package']}, not the tree {tree}; check PYTHONPATH.")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"cpu": cpu, "wall": wall, **summary}
+        raise SystemExit(f"runs {combos} in {tree} failed:\n{proc.stderr[-3000:]}")
+    runs = [json.loads(ln[len("RESULT "):]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    for run in runs:
+        if not Path(run["package"]).resolve().is_relative_to(tree.resolve()):
+            raise SystemExit(f"the child imported {run['package']}, not the tree {tree}; check PYTHONPATH.")
+    total = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    overhead = max(0.0, total - sum(r["cpu"] for r in runs)) / len(runs)  # imports, model files, process start
+    return [{**r, "cpu": r["cpu"] + overhead, "wall": wall / len(runs)} for r in runs]
 
 
 def describe(summary: dict) -> str:
@@ -129,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ref", default=DEFAULT_REF, help="git commit of today's code (default: %(default)s)")
     p.add_argument("--algos", default="grpo,dapo,empg", help="comma-separated algorithms (default: %(default)s)")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default: %(default)s)")
+    p.add_argument("--seeds", default="0,1", help="comma-separated seeds (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=1, help="runs of each algo x seed per side (default: 1)")
     p.add_argument("--updates", type=int, default=QUICK_SHAPE["updates"], help="updates per run (default: 50)")
     p.add_argument("--eval-every", type=int, default=QUICK_SHAPE["eval_every"], help="(default: 25)")
@@ -156,17 +170,15 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)
         cpu: dict[str, list[float]] = {name: [] for name in sides}
         order = list(sides)
-        n = 0
-        for r in range(args.repeats):
-            for combo in combos:
-                for name in (order if n % 2 == 0 else order[::-1]):  # ABBA: neither side always goes first
-                    tree, cfg = sides[name]
-                    out = run_once(tree, cfg, combo, tmp_path / f"{name}-{r}-{combo[1]}-{combo[2]}")
+        for r in range(args.repeats):  # ABBA over blocks: neither side always goes first
+            for name in (order if r % 2 == 0 else order[::-1]):
+                tree, cfg = sides[name]
+                for out in run_block(tree, cfg, combos, tmp_path / f"{name}-{r}", one_process=name != "ref"):
                     cpu[name].append(out["cpu"])
-                    print(f"  {name:9s} {combo[1]:5s} seed {combo[2]}: {out['cpu']:6.1f} CPU-s "
-                          f"(wall {out['wall']:5.1f} s; train {out['train_seconds']:5.1f} s, eval "
-                          f"{out['eval_seconds']:4.1f} s)  {describe(out)}", flush=True)
-                n += 1
+                    algo, seed = out["combo"][1], out["combo"][2]
+                    print(f"  {name:9s} {algo:5s} seed {seed}: {out['cpu']:6.1f} CPU-s (wall {out['wall']:5.1f} s; "
+                          f"train {out['train_seconds']:5.1f} s, eval {out['eval_seconds']:4.1f} s)  {describe(out)}",
+                          flush=True)
         print()
         for name, values in cpu.items():
             med = statistics.median(values)
@@ -174,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"= {3600 / med:5.1f} runs per CPU-core-hour")
         if "ref" in cpu:
             ratio = statistics.median(cpu["ref"]) / statistics.median(cpu["new"])
-            print(f"\nspeed-up (ref / new, medians of CPU-s per run): {ratio:.2f}x")
-
+            total = sum(cpu["ref"]) / sum(cpu["new"])
+            print(f"\nspeed-up (ref / new): {ratio:.2f}x (medians of CPU-s per run), {total:.2f}x (totals)")
 
 if __name__ == "__main__":
     main()

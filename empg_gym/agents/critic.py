@@ -128,11 +128,15 @@ class Critic(NoCritic):
             handle.remove()
 
     def _prompt_features(self, t: int) -> Tensor:
-        """``[n, d]``: the captured hidden state at the last prompt token (the column before ``t`` response ones)."""
+        """``[n, d]``: the captured hidden state at the last prompt token.
+
+        :meth:`~empg_gym.agents.policy.Policy.score` feeds the prompt and all response tokens but the last, so the
+        last prompt token is the first of the last ``t`` columns (the only ones when the head keeps ``t``).
+        """
         if self._captured is None:
             raise ConfigError("critic: no policy forward pass was captured; score inside capture() first.")
         h, self._captured = self._captured, None
-        return h[:, h.shape[1] - t - 1].float()
+        return h[:, h.shape[1] - t].float()
 
     def measure(self, batch: StepBatch, prompts: Sequence[Tensor], responses: Sequence[Tensor], *,
                 temperature: float, chunk_size: int) -> tuple[StepBatch, dict[str, float]]:

@@ -524,19 +524,21 @@ class LLMPolicy:
             targets[i, : r.numel()] = r
             mask[i, : r.numel()] = True
         prompt_part, prompt_attention = _left_pad([prompts[i] for i in rows], self.pad_token_id)
-        input_ids = torch.cat([prompt_part, targets[rows]], dim=1).to(device)
-        attention = torch.cat([prompt_attention, mask[rows].long()], dim=1).to(device)
+        # Column P_max - 1 + t predicts response token t, so the last response column is only ever a target: it is
+        # left out of the input (under causal attention it changes no earlier column), and the last T_max columns
+        # are the logits wanted. A one-token action of a tiny model's ~15-token prompt is 1/16 of its update.
+        input_ids = torch.cat([prompt_part, targets[rows, : t_max - 1]], dim=1).to(device)
+        attention = torch.cat([prompt_attention, mask[rows, : t_max - 1].long()], dim=1).to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         kwargs = {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions, "use_cache": False}
-        # Column P_max - 1 + t predicts response token t: keep the last T_max + 1 columns, drop the final one.
         with self.autocast():
             if self._logits_to_keep_ok:
                 try:
-                    logits = net(**kwargs, logits_to_keep=t_max + 1).logits[:, :t_max]
+                    logits = net(**kwargs, logits_to_keep=t_max).logits
                 except TypeError:
                     self._logits_to_keep_ok = False
             if not self._logits_to_keep_ok:
-                logits = net(**kwargs).logits[:, -(t_max + 1) : -1]
+                logits = net(**kwargs).logits[:, -t_max:]
         logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)  # (N_distinct, T_max, V)
         entropy_all = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None  # (N_distinct, T_max)
         if index is not None:

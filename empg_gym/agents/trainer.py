@@ -96,6 +96,24 @@ def eval_due(update: int, every: int, budget: int | None) -> bool:
 
 
 # ------------------------------------------------------------------------------------------- construction
+def adamw(params: Any, **kwargs: Any) -> Any:
+    """Return AdamW over ``params``, its fused kernel where every parameter allows it (float, on CPU or CUDA).
+
+    A tiny model's update is many small tensors: the fused step costs a quarter of the per-tensor loop's on CPU.
+
+    Example:
+        >>> import torch
+        >>> opt = adamw([torch.nn.Parameter(torch.zeros(3))], lr=0.1)
+        >>> opt.defaults["fused"]
+        True
+    """
+    import torch
+
+    params = list(params)
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+
+
 def build_policy(config: TrainConfig) -> Any:
     """Return the :class:`~empg_gym.agents.policy.LLMPolicy` that ``config.model`` names."""
     from empg_gym.agents.policy import LLMPolicy, LoraSettings
@@ -348,7 +366,6 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
                  log: Callable[[str], None] | None = None) -> None:
-        import torch
 
         self.log = log or logger.info
         self._warn = log or logger.warning
@@ -364,9 +381,8 @@ class Trainer:
         self.policy = build_policy(config)
         if self.algo.use_kl and self.algo.kl_coef > 0:
             self.policy.snapshot_reference()  # the reference is the policy before any update
-        self.optimizer = torch.optim.AdamW(
-            self.policy.trainable_parameters(), lr=config.effective_lr, weight_decay=config.weight_decay
-        )
+        self.optimizer = adamw(self.policy.trainable_parameters(), lr=config.effective_lr,
+                               weight_decay=config.weight_decay)
         from empg_gym.agents.algorithms import build_uncertainty
 
         # EMPG's model-based uncertainty signal (mc_dropout, lora_ensemble); a no-op for token signals and without EMPG

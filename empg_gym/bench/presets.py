@@ -45,6 +45,8 @@ class BenchConfig:
             largest budget every run reached.
         processes: Runs trained at a time, each in a fresh worker process (0: one after another in this process).
         threads_per_process: Torch threads of each worker (``None``: the CPU count divided by ``processes``).
+        runs_per_worker: Runs a worker process trains before a fresh one replaces it (0: no limit; a worker's
+            imports cost about 5 CPU-s, a seventh of a quick-preset run).
         pipeline_check: Fields of a second, small :class:`BenchConfig` run after this one (e.g. the embedded LLM
             through the real stack); reported in its own section as a pipeline check, never ranked.
         hardware: What the preset needs, stated in the report.
@@ -68,6 +70,7 @@ class BenchConfig:
     eval_every_env_steps: int = 0
     processes: int = 0
     threads_per_process: int | None = None
+    runs_per_worker: int = 0
     pipeline_check: Mapping[str, Any] | None = None
     hardware: str = "any CPU"
     budget_note: str = ""
@@ -83,7 +86,7 @@ class BenchConfig:
             raise ConfigError(f"updates={self.updates!r} must be a positive int.")
         if not isinstance(self.eval_tasks, int) or self.eval_tasks < 1:
             raise ConfigError(f"eval_tasks={self.eval_tasks!r} must be a positive int.")
-        for name in ("eval_every", "eval_every_env_steps", "processes", "eval_samples"):
+        for name in ("eval_every", "eval_every_env_steps", "processes", "eval_samples", "runs_per_worker"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be an int >= 0.")
         if self.threads_per_process is not None and self.threads_per_process < 1:

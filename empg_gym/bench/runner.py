@@ -11,8 +11,10 @@ training rollouts, for the viewer), and ``result.json`` once the run is finished
 (one row per env × split × algo × seed × evaluated update) is rebuilt from every ``result.json`` after each run, and
 the report from ``results.csv``.
 
-With ``processes >= 1`` every run trains in a fresh worker process (``processes`` of them at a time, each with its
-share of the CPU threads), so nothing one run allocates outlives it; ``processes=0`` trains in this process.
+With ``processes >= 1`` the runs train in ``processes`` spawned worker processes, each with its share of the CPU
+threads; a worker pays its imports once and trains run after run (every run seeds its own RNGs and builds its own
+model, envs and optimizer, so a run's results do not depend on what its worker trained before), unless
+``runs_per_worker`` asks for fresh processes. ``processes=0`` trains in this process.
 """
 
 from __future__ import annotations
@@ -147,13 +149,16 @@ def release_memory() -> None:
 
 def _run_in_workers(config: BenchConfig, out: Path, todo: list[tuple[int, tuple[str, str, int]]], total: int,
                     log: Callable[[str], None], finished: Callable[..., None]) -> None:
-    """Train each run in a fresh process, ``config.processes`` at a time (results come back as they finish)."""
+    """Train the runs in ``config.processes`` worker processes (results come back as they finish).
+
+    A worker trains ``config.runs_per_worker`` runs before a fresh process replaces it (0: as many as it is given).
+    """
     import concurrent.futures as cf
     import multiprocessing as mp
 
     threads = config.threads_per_process or max(1, (os.cpu_count() or 1) // config.processes)
     with cf.ProcessPoolExecutor(max_workers=config.processes, mp_context=mp.get_context("spawn"),
-                                max_tasks_per_child=1) as pool:
+                                max_tasks_per_child=config.runs_per_worker or None) as pool:
         futures = {}
         for i, combo in todo:
             log(f"[{i}/{total}] {combo[0]} {combo[1]} seed={combo[2]}: queued ({config.updates} updates, "
@@ -169,18 +174,28 @@ def _worker(config: BenchConfig, combo: tuple[str, str, int], folder: str, threa
     """Entry point of a worker process: one run, its progress lines printed to this process's stdout."""
     import torch
 
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.WARNING)
-    # The imports left ~400k long-lived objects that every full garbage collection would walk again (a quarter
-    # second each, dozens of times a run): move them out of the collector's sight for the process's life.
-    gc.collect()
-    gc.freeze()
+    global _WORKER_READY
+    if not _WORKER_READY:  # once per worker process: it trains one run after another
+        torch.set_num_threads(threads)
+        logging.basicConfig(level=logging.WARNING)
+        # The imports left ~400k long-lived objects that every full garbage collection would walk again (a quarter
+        # second each, dozens of times a run): move them out of the collector's sight for the process's life.
+        gc.collect()
+        gc.freeze()
+        _WORKER_READY = True
 
     def log(line: str) -> None:
         sys.stdout.write(f"{tag} {combo[1]} seed={combo[2]} {line.strip()}\n")
         sys.stdout.flush()
 
-    return train_and_evaluate(config, *combo, Path(folder), log=log)
+    try:
+        return train_and_evaluate(config, *combo, Path(folder), log=log)
+    finally:
+        release_memory()  # the next run of this worker starts from the heap the imports left
+
+
+#: Set once a worker process has set its threads and frozen its imports (see :func:`_worker`).
+_WORKER_READY = False
 
 
 def train_and_evaluate(config: BenchConfig, env_id: str, algo: str, seed: int, folder: Path,

@@ -304,3 +304,20 @@ def test_a_run_that_stops_early_still_logs_its_final_episodes(tmp_path):
             final = next(r for r in read_jsonl(folder / "evals.jsonl") if (r["update"], r["split"]) == (last["update"], split))
             assert len(episodes) == 3 and sum(e["won"] for e in episodes) / 3 == final["metrics"]["success_rate"]
     assert stopped_early >= 1  # the case this test is about happened
+
+
+def test_a_worker_that_trained_a_run_before_gives_the_same_results_as_a_fresh_one(tmp_path):
+    """Workers train run after run (runs_per_worker=0); what a worker trained before must not leak into a run."""
+    def losses(out):
+        path = run_dir(out, "EMPG-KeyDoor-v0", "empg", 0) / "metrics.jsonl"
+        return [(r["update"], r["actor/pg_loss"], r["rollout/success_rate"]) for r in map(json.loads, open(path))]
+
+    cfg = _bench(updates=2, processes=1, threads_per_process=1)  # grpo seed 0 first, then empg seed 0
+    reused, fresh = tmp_path / "reused", tmp_path / "fresh"
+    run_bench(cfg, reused, log=lambda _: None)
+    run_bench(cfg.replace(runs_per_worker=1), fresh, log=lambda _: None)
+    assert losses(reused) == losses(fresh) and len(losses(fresh)) == 2
+    evals = [read_jsonl(run_dir(o, "EMPG-KeyDoor-v0", "empg", 0) / "evals.jsonl") for o in (reused, fresh)]
+    assert [r["metrics"] for r in evals[0]] == [r["metrics"] for r in evals[1]]
+    with pytest.raises(ConfigError, match="runs_per_worker"):
+        _bench(runs_per_worker=-1)

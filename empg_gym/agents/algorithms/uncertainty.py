@@ -405,8 +405,8 @@ class LoraEnsemble(UncertaintyHooks):
             raise ConfigError("lora_ensemble: no policy forward pass was captured; score inside capture() first.")
         h, z = self._captured
         self._captured = None
-        L = h.shape[1]  # t + 1 columns with logits_to_keep, else the whole sequence: the same slice either way
-        return h[:, L - t - 1 : L - 1].float(), z[:, L - t - 1 : L - 1].float()
+        L = h.shape[1]  # t columns with logits_to_keep, else the whole sequence (whose last input is the
+        return h[:, L - t :].float(), z[:, L - t :].float()  # last response token but one): the last t either way
 
     def measure(self, prompts: Sequence[Tensor], responses: Sequence[Tensor], *, temperature: float,
                 chunk_size: int, seed: int) -> Tensor:
