@@ -104,3 +104,26 @@ def test_same_seed_same_episode_across_processes(env_id):
 def test_registered_ids_include_the_families():
     assert "EMPG-KeyDoor-v0" in ENV_IDS
     assert empg_gym.__version__
+
+
+def test_keyrooms_hard_has_longer_layouts_of_its_own_and_the_oracle_wins_them():
+    import statistics
+
+    from empg_gym.errors import ConfigError
+
+    std, hard = gym.make("EMPG-KeyRooms-v0").unwrapped, gym.make("EMPG-KeyRoomsHard-v0").unwrapped
+    assert hard.difficulty == "hard" and std.difficulty == "standard"
+    for split in ("train", "eval_in_distribution", "eval_out_of_distribution"):
+        h, s = hard.manifest.tasks(split), std.manifest.tasks(split)
+        assert len(h) == len(s) and all(t.task_id.startswith("keyrooms_hard-") for t in h)
+        assert statistics.median(t.data["optimal_steps"] for t in h) > statistics.median(
+            t.data["optimal_steps"] for t in s)
+        assert max(t.data["step_budget"] for t in h) <= gym.spec("EMPG-KeyRoomsHard-v0").max_episode_steps
+    assert {t.task_type for t in hard.manifest.tasks("train")} == {"doors_2", "doors_3"}
+    for task in hard.manifest.tasks("eval_out_of_distribution")[:5]:
+        hard.reset(options={"task_id": task.task_id})
+        for action in hard.oracle_actions():
+            _, reward, terminated, _, info = hard.step(action)
+        assert terminated and info["won"] and reward == 1.0
+    with pytest.raises(ConfigError, match="difficulty='hrd'.*hard"):
+        gym.make("EMPG-KeyRooms-v0", difficulty="hrd")

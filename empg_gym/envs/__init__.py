@@ -23,6 +23,15 @@ register_env(
 )
 
 register_env(
+    "EMPG-KeyRoomsHard-v0",
+    "empg_gym.envs.toy:KeyDoorRoomsEnv",
+    max_episode_steps=120,
+    kwargs={"difficulty": "hard"},
+    family="toy",
+    description="KeyRooms with 2-3 doors in every training layout (longer horizons, rarer wins).",
+)
+
+register_env(
     "EMPG-DeepSearch-v0",
     "empg_gym.envs.deepsearch.env:DeepSearchEnv",
     max_episode_steps=5,

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from empg_gym.core import StepResult, TextEnv
+from empg_gym.errors import ConfigError, did_you_mean
 from empg_gym.tasks import SPLITS, Task, TaskManifest
 
 
@@ -191,8 +192,21 @@ ROOMS_SIZES = {
     "eval_in_distribution": RoomsSizes(doors=(1, 3), segment=(1, 2), distractors=(0, 2)),
     "eval_out_of_distribution": RoomsSizes(doors=(4, 6), segment=(1, 3), distractors=(1, 3)),
 }
+#: The hard variant's sizes (``difficulty="hard"``, ``EMPG-KeyRoomsHard-v0``): every layout has 2 or 3 doors (never the
+#: one-door layouts a random policy wins most often), segments of up to 3 rooms and 1 to 3 distractor keys, so a
+#: uniformly random policy wins 1.3% of training episodes instead of 7.7% (benchmarks/keyrooms_random_policy.py) and
+#: optimal episodes are about 1.5x as long; out of distribution 4 to 6 doors and segments of 2 to 4 rooms.
+ROOMS_SIZES_HARD = {
+    "train": RoomsSizes(doors=(2, 3), segment=(1, 3), distractors=(1, 3)),
+    "eval_in_distribution": RoomsSizes(doors=(2, 3), segment=(1, 3), distractors=(1, 3)),
+    "eval_out_of_distribution": RoomsSizes(doors=(4, 6), segment=(2, 4), distractors=(2, 4)),
+}
 ROOMS_SPLIT_SIZES = {"train": 400, "eval_in_distribution": 100, "eval_out_of_distribution": 100}
 _ROOMS_SEEDS = {"train": 11, "eval_in_distribution": 22, "eval_out_of_distribution": 33}
+_ROOMS_SEEDS_HARD = {"train": 44, "eval_in_distribution": 55, "eval_out_of_distribution": 66}
+#: ``difficulty`` -> (sizes, seeds, task-id prefix).
+ROOMS_DIFFICULTIES = {"standard": (ROOMS_SIZES, _ROOMS_SEEDS, "keyrooms"),
+                      "hard": (ROOMS_SIZES_HARD, _ROOMS_SEEDS_HARD, "keyrooms_hard")}
 
 
 def _draw(rng: random.Random, lo: int, hi: int) -> int:
@@ -221,11 +235,12 @@ def _rooms_layout(rng: random.Random, sizes: RoomsSizes) -> dict[str, Any]:
 
 
 @functools.cache  # deterministic and frozen: every env of a process shares one (a build takes ~12 ms)
-def keydoor_rooms_manifest() -> TaskManifest:
-    """Return KeyDoor-v1's fixed task set: 400 / 100 / 100 generated layouts (OOD: more doors, longer corridors).
+def keydoor_rooms_manifest(difficulty: str = "standard") -> TaskManifest:
+    """Return KeyRooms' fixed task set: 400 / 100 / 100 generated layouts (OOD: more doors, longer corridors).
 
     Layouts come from fixed seeds; no layout appears twice (an eval layout never repeats a training one). Each
-    task stores its layout, the oracle's (shortest) length and its step budget.
+    task stores its layout, the oracle's (shortest) length and its step budget. ``difficulty="hard"`` draws from
+    :data:`ROOMS_SIZES_HARD` with seeds of its own.
 
     Example:
         >>> m = keydoor_rooms_manifest()
@@ -234,25 +249,32 @@ def keydoor_rooms_manifest() -> TaskManifest:
         >>> t = m.get("keyrooms-eval_out_of_distribution-000")
         >>> t.task_type, t.data["optimal_steps"] >= 10
         ('doors_5', True)
+        >>> sorted({t.task_type for t in keydoor_rooms_manifest("hard").tasks("train")})
+        ['doors_2', 'doors_3']
     """
+    if difficulty not in ROOMS_DIFFICULTIES:
+        raise ConfigError(f"difficulty={difficulty!r}{did_you_mean(difficulty, ROOMS_DIFFICULTIES)}; choose from "
+                          f"{sorted(ROOMS_DIFFICULTIES)}.")
+    sizes, seeds, prefix = ROOMS_DIFFICULTIES[difficulty]
     splits: dict[str, tuple[Task, ...]] = {}
     seen: set[str] = set()
     for split in SPLITS:
-        rng, tasks = random.Random(_ROOMS_SEEDS[split]), []
+        rng, tasks = random.Random(seeds[split]), []
         while len(tasks) < ROOMS_SPLIT_SIZES[split]:
-            layout = _rooms_layout(rng, ROOMS_SIZES[split])
+            layout = _rooms_layout(rng, sizes[split])
             signature = json.dumps(layout, sort_keys=True)
             if signature in seen:
                 continue
             seen.add(signature)
             optimal = len(_rooms_plan(layout, layout["start"], None, set()))
             layout.update(optimal_steps=optimal, step_budget=2 * optimal + 4)
-            tasks.append(Task(f"keyrooms-{split}-{len(tasks):03d}", f"doors_{len(layout['doors'])}",
+            tasks.append(Task(f"{prefix}-{split}-{len(tasks):03d}", f"doors_{len(layout['doors'])}",
                               f"open the {layout['doors'][-1][1]} exit door.", layout))
         splits[split] = tuple(tasks)
-    return TaskManifest(family="toy", name="keydoor-rooms", version="1", source="embedded", splits=splits,
-                        meta={"sizes": {k: dataclasses.asdict(v) for k, v in ROOMS_SIZES.items()},
-                              "seeds": _ROOMS_SEEDS, "step_budget": "2 x optimal + 4"})
+    name = "keydoor-rooms" if difficulty == "standard" else f"keydoor-rooms-{difficulty}"
+    return TaskManifest(family="toy", name=name, version="1", source="embedded", splits=splits,
+                        meta={"sizes": {k: dataclasses.asdict(v) for k, v in sizes.items()},
+                              "seeds": seeds, "step_budget": "2 x optimal + 4"})
 
 
 def _rooms_plan(layout: dict[str, Any], pos: int, carried: str | None, opened: set[int]) -> list[str]:
@@ -331,6 +353,8 @@ class KeyDoorRoomsEnv(TextEnv):
     ``split``: ``train`` (400 layouts) and ``eval_in_distribution`` (100) have 1 to 3 doors, 1 to 3 rooms per
     segment and up to 2 distractor keys; ``eval_out_of_distribution`` (100) has 4 or 5 doors, 2 to 4 rooms per
     segment and 1 to 3 distractor keys. ``reward_mode``: ``"sparse"`` (default) or ``"dense"`` (see Rewards).
+    ``difficulty``: ``"standard"`` (default) or ``"hard"`` (``EMPG-KeyRoomsHard-v0``: :data:`ROOMS_SIZES_HARD`, 2 or
+    3 doors in every train and in-distribution layout, 4 to 6 out of distribution, task ids ``keyrooms_hard-...``).
 
     ## Version history
     - v0: initial version (EMPG-KeyDoor-v0 is the single-key corridor).
@@ -356,8 +380,15 @@ class KeyDoorRoomsEnv(TextEnv):
         "see", "key", "door", "locked", "open", "exit", "east", "west", "here", "carry", "nothing", "next", "task",
         "pick", "drop", "unlock", "need", "outside", "win") + COLOURS
 
+    def __init__(self, *, difficulty: str = "standard", **kwargs: Any) -> None:
+        if difficulty not in ROOMS_DIFFICULTIES:
+            raise ConfigError(f"difficulty={difficulty!r}{did_you_mean(difficulty, ROOMS_DIFFICULTIES)}; choose "
+                              f"from {sorted(ROOMS_DIFFICULTIES)}.")
+        super().__init__(**kwargs)
+        self.difficulty = difficulty
+
     def _load_manifest(self) -> TaskManifest:
-        return keydoor_rooms_manifest()
+        return keydoor_rooms_manifest(self.difficulty)
 
     def _start_task(self, task: Task) -> str:
         self._layout: dict[str, Any] = dict(task.data)
