@@ -38,6 +38,10 @@ class EMPGConfig:
         k_next: sharpness of the future-clarity bonus ``f = exp(-k_next H_norm_{t+1})``.
         zeta: weight of the bonus in ``A_mod = g A + zeta f``.
         eps: added to ``max H - min H`` in the batch min-max normalisation.
+        recentre: subtract the batch mean of ``A_mod`` (no std division), EMPG's last step in the paper, DESIGN §7
+            and ARLArena's ``compute_EMPG_advantage``; every preset keeps it. ``False`` returns ``g A + zeta f``
+            as it is, so that ``k = 0, zeta = 0`` (``g = 1``, no bonus) gives the base's advantage bit for bit: the
+            re-centring is a step of its own, not part of the modulation (issue #23).
         uncertainty: the per-token signal whose step mean is ``H`` (a name registered with
             ``register_uncertainty``): ``entropy`` (Shannon, the paper's), ``renyi2`` (``-log sum p^2``),
             ``one_minus_p`` (``1 - p(y_t)``), ``mc_dropout`` (variance of ``log p(y_t)`` over ``K`` dropout passes) or
@@ -52,6 +56,7 @@ class EMPGConfig:
     k_next: float = 1.0
     zeta: float = 0.05
     eps: float = 1e-8
+    recentre: bool = True
     uncertainty: str = "entropy"
     uncertainty_samples: int = 4
     mc_dropout_p: float = 0.1
@@ -175,6 +180,11 @@ class AlgorithmConfig:
         norm_by_std: divide the group-centred reward by the group std (GRPO) or not (Dr.GRPO).
         traj_level_stats: compute group mean/std over trajectories, each counted once (the default: one outcome
             per trajectory, issue #6); ``False`` runs them over all step samples, as verl-agent does.
+        format_penalty_on: where a malformed step's invalid-format penalty ``p_t`` (``StepBatch.format_penalty``)
+            goes. ``"advantage"`` (default): ``A_t - p_t`` after the estimator and the modifiers, the same for every
+            algorithm (issue #17). ``"reward"``: ``R_t - p_t`` before the estimator, as verl-agent and ARLArena do
+            (their ``apply_invalid_action_penalty``); the estimator's normalisation then scales it, and DAPO's filter
+            sees it.
         reward_signal: what the estimator reads as each step's reward. ``"outcome"`` (default): the trajectory's
             outcome ``R`` on every step (DESIGN §7). ``"return"``: the step's return-to-go
             ``G_t = sum_{j >= t} return_gamma^(j - t) r_j`` of the env's step rewards ``StepBatch.step_reward`` (use
@@ -217,6 +227,7 @@ class AlgorithmConfig:
     estimator: str = "grpo"
     norm_by_std: bool = True
     traj_level_stats: bool = True
+    format_penalty_on: Literal["advantage", "reward"] = "advantage"
     reward_signal: Literal["outcome", "return"] = "outcome"
     return_gamma: float = 1.0
     adv_eps: float = 1e-6
@@ -244,6 +255,12 @@ class AlgorithmConfig:
     def __post_init__(self) -> None:
         self._check_names()
         self._check_loss()
+        _require(
+            self.format_penalty_on in ("advantage", "reward"),
+            f"format_penalty_on must be 'advantage' (subtracted after the estimator, the default) or 'reward' "
+            f"(subtracted from the reward before it, verl-agent's order), got {self.format_penalty_on!r}."
+            f"{did_you_mean(str(self.format_penalty_on), ('advantage', 'reward'))}",
+        )
         _require(
             self.reward_signal in ("outcome", "return"),
             f"reward_signal must be 'outcome' (the trajectory's outcome on every step) or 'return' (each step's "
