@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+# pipeline registers the built-in estimators the presets name (and, through registry and uncertainty, installs the
+# checks of registered names), so the presets below are checked like any config.
+from empg_gym.agents.algorithms import pipeline as _pipeline  # noqa: F401
+from empg_gym.agents.algorithms import uncertainty as _uncertainty  # noqa: F401
 from empg_gym.agents.algorithms.config import (
     AlgorithmConfig,
     CriticConfig,
