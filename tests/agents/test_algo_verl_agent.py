@@ -110,6 +110,21 @@ def test_penalty_on_the_reward_is_seen_by_dapo_filter_and_a_lone_trajectory_gets
     torch.testing.assert_close(A, torch.tensor(expected), rtol=0, atol=1e-5)
 
 
+def test_penalty_on_the_reward_reaches_the_step_rewards_too():
+    """verl-agent subtracts it from the episode reward and from GiGPO's step rewards; returns then carry it."""
+    from empg_gym.agents.algorithms import shape_rewards
+
+    b = dataclasses.replace(hand_batch(), step_reward=torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]))
+    cfg = dataclasses.replace(get_algorithm("grpo"), format_penalty_on="reward")
+    shaped, _ = shape_rewards(cfg, b)
+    torch.testing.assert_close(shaped.reward, b.reward - b.format_penalty)
+    torch.testing.assert_close(shaped.step_reward, b.step_reward - b.format_penalty)
+    # return-to-go of trajectory 1 (steps 0..2, step 1 penalised, gamma 1): (-0.1, -0.1, 0)
+    returns, _ = shape_rewards(dataclasses.replace(cfg, reward_signal="return"), b)
+    torch.testing.assert_close(returns.reward[2:5], torch.tensor([-0.1, -0.1, 0.0]))
+    assert shape_rewards(get_algorithm("grpo"), b)[0] is b  # the default leaves the rewards alone
+
+
 def test_format_penalty_on_is_validated():
     with pytest.raises(ConfigError, match=r"format_penalty_on must be 'advantage' .* got 'rewards'\. Did you mean "
                                           r"'reward'"):

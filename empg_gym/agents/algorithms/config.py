@@ -35,7 +35,7 @@ NAME_CHECKS: dict[type, list[Callable[[Any], None]]] = {}
 
 
 def add_name_check(cls: type[C], check: Callable[[C], None]) -> Callable[[C], None]:
-    """Run ``check(config)`` at the end of every ``cls`` config's validation (once per check, whatever the calls).
+    """Run ``check(config)`` at the end of the validation of every ``cls`` config (adding it twice runs it once).
 
     Example:
         >>> def no_doc(cfg):
@@ -54,8 +54,9 @@ def add_name_check(cls: type[C], check: Callable[[C], None]) -> Callable[[C], No
 
 
 def _run_name_checks(config: Any) -> None:
-    for check in NAME_CHECKS.get(type(config), ()):
-        check(config)
+    for cls in type(config).__mro__:  # a subclass of a config runs its parent's checks too
+        for check in NAME_CHECKS.get(cls, ()):
+            check(config)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -208,9 +209,9 @@ class AlgorithmConfig:
             per trajectory, issue #6); ``False`` runs them over all step samples, as verl-agent does.
         format_penalty_on: where a malformed step's invalid-format penalty ``p_t`` (``StepBatch.format_penalty``)
             goes. ``"advantage"`` (default): ``A_t - p_t`` after the estimator and the modifiers, the same for every
-            algorithm (issue #17). ``"reward"``: ``R_t - p_t`` before the estimator, as verl-agent and ARLArena do
-            (their ``apply_invalid_action_penalty``); the estimator's normalisation then scales it, and DAPO's filter
-            sees it.
+            algorithm (issue #17). ``"reward"``: ``R_t - p_t`` before the estimator (and ``step_reward - p_t``, which
+            GiGPO and ``reward_signal="return"`` read), as verl-agent and ARLArena do (their
+            ``apply_invalid_action_penalty``); the estimator's normalisation then scales it, and DAPO's filter sees it.
         reward_signal: what the estimator reads as each step's reward. ``"outcome"`` (default): the trajectory's
             outcome ``R`` on every step (DESIGN §7). ``"return"``: the step's return-to-go
             ``G_t = sum_{j >= t} return_gamma^(j - t) r_j`` of the env's step rewards ``StepBatch.step_reward`` (use

@@ -9,6 +9,8 @@ in :mod:`empg_gym.agents.algorithms.uncertainty`).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -199,9 +201,16 @@ def shape_rewards(config: AlgorithmConfig, batch: StepBatch) -> tuple[StepBatch,
     """Return the batch with the reward the estimator sees, and metrics; identity with the defaults.
 
     The reward is the outcome, or each step's return-to-go (:func:`step_returns`), plus DAPO's overlong penalty when
-    the config has it, minus each step's invalid-format penalty when ``config.format_penalty_on == "reward"``
-    (verl-agent's order; the default subtracts it from the advantage instead, see :func:`compute_advantages`).
+    the config has it. With ``config.format_penalty_on == "reward"`` each step's invalid-format penalty is first
+    subtracted from its outcome ``reward`` and from its env reward ``step_reward`` (which GiGPO's step returns and
+    ``reward_signal="return"`` read), as verl-agent's ``apply_invalid_action_penalty`` does to both; the default
+    subtracts it from the advantage instead (see :func:`compute_advantages`).
     """
+    if config.format_penalty_on == "reward" and batch.format_penalty is not None:
+        p = batch.format_penalty
+        batch = replace(batch, reward=batch.reward - p.to(batch.reward.dtype),
+                        step_reward=None if batch.step_reward is None else batch.step_reward - p.to(
+                            batch.step_reward.dtype))
     batch, metrics = step_returns(config, batch)
     if config.overlong is not None:
         o = config.overlong
@@ -209,8 +218,6 @@ def shape_rewards(config: AlgorithmConfig, batch: StepBatch) -> tuple[StepBatch,
         metrics.update({"dapo/overlong_penalty_mean": float(pen.mean()),
                         "dapo/overlong_frac": float((pen < 0).float().mean())})
         batch = batch.with_reward(batch.reward + pen)
-    if config.format_penalty_on == "reward" and batch.format_penalty is not None:
-        batch = batch.with_reward(batch.reward - batch.format_penalty.to(batch.reward.dtype))
     return batch, metrics
 
 
