@@ -11,7 +11,8 @@ turns a batch into our own :class:`~empg_gym.agents.rollout.StepSample` rows, bu
 calls :func:`~empg_gym.agents.algorithms.compute_advantages` with the preset the estimator names. The
 invalid-format penalty is therefore not part of any reward: ``to_step_batch`` puts each row's ``format_penalty`` in
 ``StepBatch.format_penalty``, and ``compute_advantages`` subtracts it from that row's advantage after the estimator
-and EMPG, as in our trainer. Nothing here imports verl.
+and EMPG, as in our trainer (from the reward before GRPO for ``empg-verl-agent``, whose preset says so). Nothing
+here imports verl.
 """
 
 from __future__ import annotations
