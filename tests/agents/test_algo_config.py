@@ -72,7 +72,7 @@ def test_presets_carry_the_paper_defaults():
     bases = ["cispo", "dapo", "dr_grpo", "gigpo", "grpo", "gspo", "ppo", "reinforce_pp", "reinforce_pp_baseline",
              "rloo"]
     assert sorted(ALGORITHMS) == sorted(["empg", "empg-dapo", "empg-dapo-f", "empg-dapo-g", "empg-f", "empg-g",
-                                         *bases, *(f"empg+{b}" for b in bases)])
+                                         "empg-verl-agent", *bases, *(f"empg+{b}" for b in bases)])
     grpo = get_algorithm("grpo")
     assert (grpo.estimator, grpo.clip_low, grpo.clip_high, grpo.loss_agg) == ("grpo", 0.2, 0.2, "token-mean")
     assert (grpo.use_kl, grpo.kl_kind, grpo.kl_coef, grpo.lr) == (True, "k3", 0.01, 1e-6)
@@ -231,7 +231,21 @@ def penalty_batch() -> StepBatch:
                      obs_key=torch.arange(N), format_penalty=penalty, values=torch.zeros(N))
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+ON_ADVANTAGE = sorted(n for n, c in ALGORITHMS.items() if c.format_penalty_on == "advantage")
+
+
+def test_only_the_verl_agent_preset_puts_the_penalty_on_the_reward():
+    """``empg-verl-agent`` reproduces issue #17's numbers on purpose: -8.83 with step-row statistics (GRPO's part)."""
+    assert sorted(set(ALGORITHMS) - set(ON_ADVANTAGE)) == ["empg-verl-agent"]
+    b = penalty_batch()
+    theirs = dataclasses.replace(get_algorithm("empg-verl-agent"), empg=None)  # GRPO in verl-agent's pipeline
+    A, _ = compute_advantages(theirs, b)
+    assert float(A[b.format_penalty > 0]) == pytest.approx(-8.8317, abs=1e-3)
+    A, _ = compute_advantages(dataclasses.replace(theirs, traj_level_stats=True), b)
+    assert float(A[b.format_penalty > 0]) == pytest.approx(-8.3135, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ON_ADVANTAGE)
 def test_a_format_penalty_never_outweighs_a_win(name):
     """Issue #17: one penalised step of eight failed trajectories got A = -8.31 under GRPO, more than three times a
     1-of-8 win's +2.47. Now the penalty is applied after the estimator: it moves that step by exactly -0.1."""  # noqa: D205

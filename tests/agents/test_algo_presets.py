@@ -145,6 +145,26 @@ def test_empg_at_k0_zeta0_is_its_base_centred(base, penalty):
     assert not torch.allclose(A_on, A_off)  # the defaults do modulate
 
 
+@pytest.mark.parametrize("base", [b.name for b in EMPG_BASES])
+@pytest.mark.parametrize("penalty", [False, True])
+def test_empg_at_k0_zeta0_without_recentring_is_its_base_exactly(base, penalty):
+    """``recentre=False`` leaves ``g A + zeta f`` as it is: at k = 0, zeta = 0 (g = 1, no bonus) that is the base's
+    advantage bit for bit, for every base, format penalty included (issue #23)."""  # noqa: D205
+    b = step_batch(5, penalty=penalty)
+    A_base, _ = compute_advantages(get_algorithm(base), b)
+    off = dataclasses.replace(get_algorithm(f"empg+{base}"),
+                              empg=EMPGConfig(k=0.0, k_next=0.0, zeta=0.0, recentre=False))
+    A_off, m = compute_advantages(off, b)
+    assert torch.equal(A_off, A_base)
+    assert A_off.dtype == A_base.dtype
+    assert m["empg/mod_mean_removed"] == 0.0
+    # the bonus alone (k = 0, zeta > 0) shifts exactly the steps that have a next step, by zeta * f
+    bonus = dataclasses.replace(off, empg=dataclasses.replace(off.empg, zeta=0.05, k_next=0.0))
+    A_bonus, _ = compute_advantages(bonus, b)
+    has_next = ~b.is_last
+    torch.testing.assert_close(A_bonus - A_base, 0.05 * has_next.to(A_base.dtype))
+
+
 def test_empg_plus_any_registered_preset_and_errors():
     mine = register_algorithm(dataclasses.replace(get_algorithm("rloo"), name="test-rloo-seqmean",
                                                   loss_agg="seq-mean-token-mean"), override=True)

@@ -206,10 +206,12 @@ def empg_advantages(
     k_next: float = 1.0,
     zeta: float = 0.05,
     eps: float = 1e-8,
+    recentre: bool = True,
 ) -> Tensor:
     """EMPG's modulated advantage: ``A_mod = g(H_t) * A + zeta * f(H_{t+1})``, then minus its batch mean.
 
     Modulates any base advantage (GRPO, DAPO, ...). The final step only centres: no std division (DESIGN §7).
+    ``recentre=False`` skips it, so ``k = 0, zeta = 0`` returns ``advantages`` unchanged.
 
     Args:
         advantages: ``[N]`` base advantage per step sample.
@@ -220,9 +222,10 @@ def empg_advantages(
         k_next: sharpness of ``f`` (paper: 1).
         zeta: weight of the future-clarity bonus (paper: 0.05).
         eps: added to ``max - min`` in the min-max normalisation.
+        recentre: subtract the batch mean of ``A_mod`` (the paper's last step).
 
     Returns:
-        ``[N]`` modulated advantages with zero batch mean.
+        ``[N]`` modulated advantages (with zero batch mean when ``recentre``).
 
     Example:
         >>> A = torch.tensor([1.0, 1.0, -1.0])
@@ -233,7 +236,7 @@ def empg_advantages(
     check_1d("advantages", advantages, len(step_entropy))
     _, g, f = empg_terms(step_entropy, traj_ids, step_index, k, k_next, eps)
     A_mod = g * advantages + zeta * f
-    return A_mod - A_mod.mean()
+    return A_mod - A_mod.mean() if recentre else A_mod
 
 
 def discounted_returns(step_rewards: Tensor, traj_ids: Tensor, step_index: Tensor, gamma: float) -> Tensor:

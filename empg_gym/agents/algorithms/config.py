@@ -4,12 +4,19 @@ Every knob the trainer needs lives here, so the trainer never branches on an alg
 ``dataclasses.replace(get_algorithm("empg"), clip_high=0.28)``; nested knobs likewise
 (``replace(cfg, empg=replace(cfg.empg, zeta=0.1))``). Invalid values raise :class:`~empg_gym.errors.ConfigError`
 naming the rule, the value and the fix.
+
+Configs import no registry (issue #23: ``config`` <-> ``registry`` <-> ``uncertainty`` was a circle). Whether a name
+(``estimator``, ``modifiers``, ``empg.uncertainty``) is registered is checked by the module that owns the table: it
+installs a check with :func:`add_name_check`, which every config of that class runs at the end of its validation
+(``registry`` for estimators and modifiers, ``uncertainty`` for the signals; importing
+``empg_gym.agents.algorithms`` installs both).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from empg_gym.agents.algorithms.losses import (
     KL_KINDS,
@@ -19,9 +26,37 @@ from empg_gym.agents.algorithms.losses import (
     LossAgg,
     PolicyLossKind,
 )
-from empg_gym.agents.algorithms.registry import ESTIMATORS, MODIFIERS
-from empg_gym.agents.algorithms.uncertainty import UNCERTAINTIES, UNCERTAINTY_KINDS
 from empg_gym.errors import ConfigError, did_you_mean
+
+C = TypeVar("C")
+
+#: Checks of registered names, by config class: ``fn(config)`` raising :class:`ConfigError` (see the module docstring).
+NAME_CHECKS: dict[type, list[Callable[[Any], None]]] = {}
+
+
+def add_name_check(cls: type[C], check: Callable[[C], None]) -> Callable[[C], None]:
+    """Run ``check(config)`` at the end of the validation of every ``cls`` config (adding it twice runs it once).
+
+    Example:
+        >>> def no_doc(cfg):
+        ...     _require(cfg.name != "doc-forbidden", "That name is taken by the docs.")
+        >>> _ = add_name_check(AlgorithmConfig, no_doc)
+        >>> AlgorithmConfig(name="doc-forbidden")
+        Traceback (most recent call last):
+        ...
+        empg_gym.errors.ConfigError: That name is taken by the docs.
+        >>> NAME_CHECKS[AlgorithmConfig].remove(no_doc)
+    """
+    checks = NAME_CHECKS.setdefault(cls, [])
+    if check not in checks:
+        checks.append(check)
+    return check
+
+
+def _run_name_checks(config: Any) -> None:
+    for cls in type(config).__mro__:  # a subclass of a config runs its parent's checks too
+        for check in NAME_CHECKS.get(cls, ()):
+            check(config)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -38,6 +73,10 @@ class EMPGConfig:
         k_next: sharpness of the future-clarity bonus ``f = exp(-k_next H_norm_{t+1})``.
         zeta: weight of the bonus in ``A_mod = g A + zeta f``.
         eps: added to ``max H - min H`` in the batch min-max normalisation.
+        recentre: subtract the batch mean of ``A_mod`` (no std division), EMPG's last step in the paper, DESIGN §7
+            and ARLArena's ``compute_EMPG_advantage``; every preset keeps it. ``False`` returns ``g A + zeta f``
+            as it is, so that ``k = 0, zeta = 0`` (``g = 1``, no bonus) gives the base's advantage bit for bit: the
+            re-centring is a step of its own, not part of the modulation (issue #23).
         uncertainty: the per-token signal whose step mean is ``H`` (a name registered with
             ``register_uncertainty``): ``entropy`` (Shannon, the paper's), ``renyi2`` (``-log sum p^2``),
             ``one_minus_p`` (``1 - p(y_t)``), ``mc_dropout`` (variance of ``log p(y_t)`` over ``K`` dropout passes) or
@@ -52,6 +91,7 @@ class EMPGConfig:
     k_next: float = 1.0
     zeta: float = 0.05
     eps: float = 1e-8
+    recentre: bool = True
     uncertainty: str = "entropy"
     uncertainty_samples: int = 4
     mc_dropout_p: float = 0.1
@@ -63,25 +103,17 @@ class EMPGConfig:
         _require(self.k_next >= 0, f"EMPGConfig.k_next must be >= 0, got {self.k_next}.")
         _require(self.zeta >= 0, f"EMPGConfig.zeta must be >= 0 (0 drops the bonus; paper 0.05), got {self.zeta}.")
         _require(self.eps > 0, f"EMPGConfig.eps must be > 0 (it guards max - min = 0), got {self.eps}.")
-        _require(
-            isinstance(self.uncertainty, str) and self.uncertainty in UNCERTAINTIES,
-            f"EMPGConfig.uncertainty must be a registered signal, got {self.uncertainty!r}; registered: "
-            f"{sorted(UNCERTAINTIES)}.{did_you_mean(str(self.uncertainty), UNCERTAINTIES)} "
-            "Register yours with @register_uncertainty(name).",
-        )
-        model_based = UNCERTAINTY_KINDS[self.uncertainty] == "model"
-        _require(
-            isinstance(self.uncertainty_samples, int) and self.uncertainty_samples >= (2 if model_based else 1),
-            f"EMPGConfig.uncertainty_samples must be an int >= 2 for {self.uncertainty!r} (a variance over K passes "
-            f"or members; K = 1 gives 0 everywhere), got {self.uncertainty_samples!r}; the default is 4."
-            if model_based else f"EMPGConfig.uncertainty_samples must be an int >= 1, got {self.uncertainty_samples!r}.",
-        )
+        _require(isinstance(self.uncertainty, str), f"EMPGConfig.uncertainty must be a signal's name, got "
+                                                    f"{self.uncertainty!r}.")
+        _require(isinstance(self.uncertainty_samples, int) and self.uncertainty_samples >= 1,
+                 f"EMPGConfig.uncertainty_samples must be an int >= 1, got {self.uncertainty_samples!r}.")
         _require(0 <= self.mc_dropout_p < 1,
                  f"EMPGConfig.mc_dropout_p must be in [0, 1) (default 0.1), got {self.mc_dropout_p}.")
         _require(isinstance(self.ensemble_rank, int) and self.ensemble_rank >= 1,
                  f"EMPGConfig.ensemble_rank must be an int >= 1 (default 4), got {self.ensemble_rank!r}.")
         _require(self.ensemble_lr is None or self.ensemble_lr > 0,
                  f"EMPGConfig.ensemble_lr must be > 0 or None (the policy's learning rate), got {self.ensemble_lr}.")
+        _run_name_checks(self)  # the signal is registered, and K fits its kind (installed by uncertainty.py)
 
 
 @dataclass(frozen=True)
@@ -175,6 +207,11 @@ class AlgorithmConfig:
         norm_by_std: divide the group-centred reward by the group std (GRPO) or not (Dr.GRPO).
         traj_level_stats: compute group mean/std over trajectories, each counted once (the default: one outcome
             per trajectory, issue #6); ``False`` runs them over all step samples, as verl-agent does.
+        format_penalty_on: where a malformed step's invalid-format penalty ``p_t`` (``StepBatch.format_penalty``)
+            goes. ``"advantage"`` (default): ``A_t - p_t`` after the estimator and the modifiers, the same for every
+            algorithm (issue #17). ``"reward"``: ``R_t - p_t`` before the estimator (and ``step_reward - p_t``, which
+            GiGPO and ``reward_signal="return"`` read), as verl-agent and ARLArena do (their
+            ``apply_invalid_action_penalty``); the estimator's normalisation then scales it, and DAPO's filter sees it.
         reward_signal: what the estimator reads as each step's reward. ``"outcome"`` (default): the trajectory's
             outcome ``R`` on every step (DESIGN §7). ``"return"``: the step's return-to-go
             ``G_t = sum_{j >= t} return_gamma^(j - t) r_j`` of the env's step rewards ``StepBatch.step_reward`` (use
@@ -217,6 +254,7 @@ class AlgorithmConfig:
     estimator: str = "grpo"
     norm_by_std: bool = True
     traj_level_stats: bool = True
+    format_penalty_on: Literal["advantage", "reward"] = "advantage"
     reward_signal: Literal["outcome", "return"] = "outcome"
     return_gamma: float = 1.0
     adv_eps: float = 1e-6
@@ -245,6 +283,12 @@ class AlgorithmConfig:
         self._check_names()
         self._check_loss()
         _require(
+            self.format_penalty_on in ("advantage", "reward"),
+            f"format_penalty_on must be 'advantage' (subtracted after the estimator, the default) or 'reward' "
+            f"(subtracted from the reward before it, verl-agent's order), got {self.format_penalty_on!r}."
+            f"{did_you_mean(str(self.format_penalty_on), ('advantage', 'reward'))}",
+        )
+        _require(
             self.reward_signal in ("outcome", "return"),
             f"reward_signal must be 'outcome' (the trajectory's outcome on every step) or 'return' (each step's "
             f"return-to-go of the env's step rewards), got {self.reward_signal!r}."
@@ -266,11 +310,6 @@ class AlgorithmConfig:
 
     def _check_names(self) -> None:
         _require(
-            self.estimator in ESTIMATORS,
-            f"Unknown advantage estimator {self.estimator!r}; registered: {sorted(ESTIMATORS)}."
-            f"{did_you_mean(self.estimator, ESTIMATORS)} Register yours with @register_estimator(name).",
-        )
-        _require(
             isinstance(self.modifiers, tuple),
             f"modifiers must be a tuple of names, got {type(self.modifiers).__name__}; write modifiers=('name',).",
         )
@@ -284,12 +323,7 @@ class AlgorithmConfig:
             f"{'set' if self.critic is not None else 'None'}); use the ppo preset, or set both "
             "estimator='gae' and critic=CriticConfig().",
         )
-        for m in self.modifiers:
-            _require(
-                m in MODIFIERS,
-                f"Unknown advantage modifier {m!r}; registered: {sorted(MODIFIERS)}.{did_you_mean(m, MODIFIERS)} "
-                "Register yours with @register_modifier(name).",
-            )
+        _run_name_checks(self)  # estimator and modifiers are registered (installed by registry.py)
 
     def _check_loss(self) -> None:
         _require(

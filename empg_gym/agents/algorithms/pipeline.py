@@ -9,6 +9,8 @@ in :mod:`empg_gym.agents.algorithms.uncertainty`).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -148,8 +150,9 @@ def gae_estimator(batch: StepBatch, config: AlgorithmConfig) -> tuple[Tensor, di
 
 @register_modifier("empg")
 def empg_modifier(advantages: Tensor, batch: StepBatch, config: AlgorithmConfig) -> tuple[Tensor, dict[str, float]]:
-    """EMPG over the base advantage (see :func:`empg_advantages`).
+    """EMPG over the base advantage: ``g A + zeta f``, minus its batch mean when ``config.empg.recentre``.
 
+    See :func:`empg_advantages`; every preset re-centres (the paper's last step).
     ``H_t`` is the step mean of the per-token signal ``config.empg.uncertainty`` names: ``batch.token_entropy`` for
     the default ``entropy`` (the paper's), else ``batch.token_uncertainty``. The ``empg/H_*`` metrics describe that
     signal.
@@ -174,9 +177,9 @@ def empg_modifier(advantages: Tensor, batch: StepBatch, config: AlgorithmConfig)
         "empg/g_max": float(g.max()),
         "empg/f_mean": float(f[has_bonus].mean()) if bool(has_bonus.any()) else 0.0,
         "empg/bonus_frac": float(has_bonus.float().mean()),
-        "empg/mod_mean_removed": float(A_mod.mean()),
+        "empg/mod_mean_removed": float(A_mod.mean()) if cfg.recentre else 0.0,
     }
-    return A_mod - A_mod.mean(), metrics
+    return (A_mod - A_mod.mean() if cfg.recentre else A_mod), metrics
 
 
 def step_returns(config: AlgorithmConfig, batch: StepBatch) -> tuple[StepBatch, dict[str, float]]:
@@ -198,16 +201,24 @@ def shape_rewards(config: AlgorithmConfig, batch: StepBatch) -> tuple[StepBatch,
     """Return the batch with the reward the estimator sees, and metrics; identity with the defaults.
 
     The reward is the outcome, or each step's return-to-go (:func:`step_returns`), plus DAPO's overlong penalty when
-    the config has it.
+    the config has it. With ``config.format_penalty_on == "reward"`` each step's invalid-format penalty is first
+    subtracted from its outcome ``reward`` and from its env reward ``step_reward`` (which GiGPO's step returns and
+    ``reward_signal="return"`` read), as verl-agent's ``apply_invalid_action_penalty`` does to both; the default
+    subtracts it from the advantage instead (see :func:`compute_advantages`).
     """
+    if config.format_penalty_on == "reward" and batch.format_penalty is not None:
+        p = batch.format_penalty
+        batch = replace(batch, reward=batch.reward - p.to(batch.reward.dtype),
+                        step_reward=None if batch.step_reward is None else batch.step_reward - p.to(
+                            batch.step_reward.dtype))
     batch, metrics = step_returns(config, batch)
-    if config.overlong is None:
-        return batch, metrics
-    o = config.overlong
-    pen = overlong_penalty(batch.response_length, o.max_len, o.buffer_len, o.factor).to(batch.reward.dtype)
-    metrics.update({"dapo/overlong_penalty_mean": float(pen.mean()),
-                    "dapo/overlong_frac": float((pen < 0).float().mean())})
-    return batch.with_reward(batch.reward + pen), metrics
+    if config.overlong is not None:
+        o = config.overlong
+        pen = overlong_penalty(batch.response_length, o.max_len, o.buffer_len, o.factor).to(batch.reward.dtype)
+        metrics.update({"dapo/overlong_penalty_mean": float(pen.mean()),
+                        "dapo/overlong_frac": float((pen < 0).float().mean())})
+        batch = batch.with_reward(batch.reward + pen)
+    return batch, metrics
 
 
 def informative_groups(config: AlgorithmConfig, batch: StepBatch) -> Tensor:
@@ -215,8 +226,9 @@ def informative_groups(config: AlgorithmConfig, batch: StepBatch) -> Tensor:
 
     True on the samples of groups whose shaped rewards (outcome, or return-to-go with ``reward_signal="return"``,
     plus the config's reward shaping, see :func:`shape_rewards`) are not all equal. A dropped group is one whose
-    estimator advantages are all zero. The invalid-format penalty is not part of that reward (it is applied after
-    the estimator, the same for every algorithm), so it neither keeps nor drops a group.
+    estimator advantages are all zero. The invalid-format penalty is not part of that reward by default (it is
+    applied after the estimator, the same for every algorithm), so it neither keeps nor drops a group; with
+    ``format_penalty_on="reward"`` it is, as in verl-agent.
 
     Example:
         >>> from empg_gym.agents.algorithms import get_algorithm
@@ -234,8 +246,10 @@ def informative_groups(config: AlgorithmConfig, batch: StepBatch) -> Tensor:
 def compute_advantages(config: AlgorithmConfig, batch: StepBatch) -> tuple[Tensor, dict[str, float]]:
     """Advantages for any algorithm: reward shaping, the estimator, each active modifier, then the format penalty.
 
-    The invalid-format penalty is subtracted from the advantage of each malformed step (``A_t - p_t``, ``p_t`` =
-    ``batch.format_penalty``), after the estimator's normalisation, the same way for every algorithm. Inside the
+    By default (``config.format_penalty_on="advantage"``) the invalid-format penalty is subtracted from the advantage
+    of each malformed step (``A_t - p_t``, ``p_t`` = ``batch.format_penalty``), after the estimator's normalisation,
+    the same way for every algorithm; ``"reward"`` subtracts it from the reward instead (:func:`shape_rewards`,
+    verl-agent's order, the ``empg-verl-agent`` preset). Inside the
     estimator it would be divided by the group std: in a group whose trajectories all failed that std comes from the
     penalties alone, and one penalised step gets ``A = -8.3`` (8 failed 10-step trajectories), more than three times
     a real win's ``+2.5`` in a 1-of-8 group (issue #17). Outside, a penalty moves an advantage by ``p_t`` (0.1)
@@ -273,7 +287,8 @@ def _compute_advantages(config: AlgorithmConfig, batch: StepBatch) -> tuple[Tens
         A, m = get_modifier(name)(A, batch, config)
         metrics.update(m)
     if batch.format_penalty is not None:
-        A = A - batch.format_penalty.to(A.dtype)
+        if config.format_penalty_on == "advantage":
+            A = A - batch.format_penalty.to(A.dtype)
         metrics["adv/format_penalty_frac"] = float((batch.format_penalty > 0).float().mean())
     metrics.update({"adv/mean": float(A.mean()), "adv/abs_mean": float(A.abs().mean()),
                     "adv/max": float(A.max()), "adv/min": float(A.min())})

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+# pipeline registers the built-in estimators the presets name (and, through registry and uncertainty, installs the
+# checks of registered names), so the presets below are checked like any config.
+from empg_gym.agents.algorithms import pipeline as _pipeline  # noqa: F401
+from empg_gym.agents.algorithms import uncertainty as _uncertainty  # noqa: F401
 from empg_gym.agents.algorithms.config import (
     AlgorithmConfig,
     CriticConfig,
@@ -31,6 +35,13 @@ DAPO = replace(GRPO, name="dapo", clip_high=0.28, filter_groups=True, max_resamp
 EMPG = replace(GRPO, name="empg", empg=EMPGConfig())
 #: EMPG over DAPO.
 EMPG_DAPO = replace(DAPO, name="empg-dapo", empg=EMPGConfig())
+#: EMPG as its authors' code runs it (ARLArena's ``compute_EMPG_advantage`` over its GRPO, a verl-agent fork; the
+#: pipeline behind the paper's numbers): GRPO's group mean and unbiased std over every step row of a group
+#: (verl-agent's ``compute_mean_std_cross_all_data=True``: a longer trajectory weighs more, and a lone trajectory's
+#: steps get A = 0 unless a penalty sets them apart) and the invalid-format penalty subtracted from each step's *reward* before
+#: GRPO (``apply_invalid_action_penalty``), then EMPG with the batch re-centring. Differs from ARLArena only in
+#: rounding: its ``g`` divides by ``mean + 1e-8`` in float32, ours by the mean in float64. See docs/algorithms.md.
+EMPG_VERL_AGENT = replace(EMPG, name="empg-verl-agent", traj_level_stats=False, format_penalty_on="reward")
 #: GiGPO (arXiv 2505.10978): omega 1, gamma 0.95, mean_std_norm.
 GIGPO = replace(GRPO, name="gigpo", estimator="gigpo", gigpo=GiGPOConfig(omega=1.0, gamma=0.95, norm_by_std=True))
 
@@ -94,7 +105,7 @@ def with_empg(base: AlgorithmConfig, empg: EMPGConfig | None = None) -> Algorith
 
 ALGORITHMS: dict[str, AlgorithmConfig] = {
     c.name: c
-    for c in (GRPO, DAPO, EMPG, EMPG_DAPO, GIGPO, EMPG_G, EMPG_F, EMPG_DAPO_G, EMPG_DAPO_F, DR_GRPO, RLOO, REINFORCE_PP,
+    for c in (GRPO, DAPO, EMPG, EMPG_VERL_AGENT, EMPG_DAPO, GIGPO, EMPG_G, EMPG_F, EMPG_DAPO_G, EMPG_DAPO_F, DR_GRPO, RLOO, REINFORCE_PP,
               REINFORCE_PP_BASELINE, GSPO, CISPO, PPO, *(with_empg(b) for b in EMPG_BASES))
 }
 
@@ -102,7 +113,7 @@ ALGORITHMS: dict[str, AlgorithmConfig] = {
 def get_algorithm(name: str) -> AlgorithmConfig:
     """Return the frozen preset ``name`` (``grpo``, ``dapo``, ``empg``, ``gigpo``, ... or one registered).
 
-    The built-in names: ``grpo``, ``dapo``, ``empg``, ``empg-dapo``, ``gigpo``, the EMPG ablations ``empg-g``,
+    The built-in names: ``grpo``, ``dapo``, ``empg``, ``empg-verl-agent``, ``empg-dapo``, ``gigpo``, the EMPG ablations ``empg-g``,
     ``empg-f``, ``empg-dapo-g``, ``empg-dapo-f``, the baselines ``ppo``, ``dr_grpo``, ``rloo``, ``reinforce_pp``,
     ``reinforce_pp_baseline``, ``gspo``, ``cispo``, and ``empg+<base>`` over each of :data:`EMPG_BASES`.
     ``empg+<name>`` also works for a preset you registered: EMPG's defaults over it.

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from empg_gym.agents.algorithms.config import AlgorithmConfig, add_name_check
 from empg_gym.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from torch import Tensor
 
     from empg_gym.agents.algorithms.batch import StepBatch
-    from empg_gym.agents.algorithms.config import AlgorithmConfig
 
     Estimator = Callable[[StepBatch, AlgorithmConfig], tuple[Tensor, dict[str, float]]]
     Modifier = Callable[[Tensor, StepBatch, AlgorithmConfig], tuple[Tensor, dict[str, float]]]
@@ -86,3 +86,20 @@ def get_modifier(name: str) -> Callable[..., Any]:
     if name not in MODIFIERS:
         raise ConfigError(f"Unknown advantage modifier {name!r}; registered: {sorted(MODIFIERS)}.{did_you_mean(name, MODIFIERS)}")
     return MODIFIERS[name]
+
+
+def check_registered_names(config: AlgorithmConfig) -> None:
+    """Raise a :class:`ConfigError` unless ``config.estimator`` and each of ``config.modifiers`` are registered.
+
+    Installed with :func:`~empg_gym.agents.algorithms.config.add_name_check`: every ``AlgorithmConfig`` runs it.
+    """
+    if config.estimator not in ESTIMATORS:
+        raise ConfigError(f"Unknown advantage estimator {config.estimator!r}; registered: {sorted(ESTIMATORS)}."
+                          f"{did_you_mean(config.estimator, ESTIMATORS)} Register yours with @register_estimator(name).")
+    for m in config.modifiers:
+        if m not in MODIFIERS:
+            raise ConfigError(f"Unknown advantage modifier {m!r}; registered: {sorted(MODIFIERS)}."
+                              f"{did_you_mean(m, MODIFIERS)} Register yours with @register_modifier(name).")
+
+
+add_name_check(AlgorithmConfig, check_registered_names)

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import torch
 from torch import Tensor
 
+from empg_gym.agents.algorithms.config import AlgorithmConfig, EMPGConfig, add_name_check
 from empg_gym.agents.algorithms.losses import LossNorm, policy_loss
 from empg_gym.agents.algorithms.registry import _register
 from empg_gym.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from empg_gym.agents.algorithms.batch import StepBatch
-    from empg_gym.agents.algorithms.config import AlgorithmConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 UncertaintyKind = Literal["token", "model"]
@@ -70,6 +70,24 @@ def register_uncertainty(name: str, *, kind: UncertaintyKind = "token", override
         return fn
 
     return decorator
+
+
+def check_signal(cfg: EMPGConfig) -> None:
+    """Raise a :class:`ConfigError` unless ``cfg.uncertainty`` is registered and ``K`` suits its kind (>= 2 passes).
+
+    Installed with :func:`~empg_gym.agents.algorithms.config.add_name_check`: every ``EMPGConfig`` runs it.
+    """
+    if cfg.uncertainty not in UNCERTAINTIES:
+        raise ConfigError(f"EMPGConfig.uncertainty must be a registered signal, got {cfg.uncertainty!r}; registered: "
+                          f"{sorted(UNCERTAINTIES)}.{did_you_mean(str(cfg.uncertainty), UNCERTAINTIES)} "
+                          "Register yours with @register_uncertainty(name).")
+    if UNCERTAINTY_KINDS[cfg.uncertainty] == "model" and cfg.uncertainty_samples < 2:
+        raise ConfigError(f"EMPGConfig.uncertainty_samples must be an int >= 2 for {cfg.uncertainty!r} (a variance "
+                          f"over K passes or members; K = 1 gives 0 everywhere), got {cfg.uncertainty_samples!r}; the "
+                          "default is 4.")
+
+
+add_name_check(EMPGConfig, check_signal)
 
 
 def get_uncertainty(name: str) -> Callable[..., Any]:

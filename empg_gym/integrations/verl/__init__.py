@@ -1,6 +1,7 @@
 """empg-gym on verl 0.9.1: an agent loop, advantage estimators and a v1 trainer mode (see docs/verl.md).
 
-The agent loop ``empg_gym`` (:class:`GymAgentLoop`), the estimators ``empg``, ``gigpo`` and ``empg_gym_grpo``, and
+The agent loop ``empg_gym`` (:class:`GymAgentLoop`), the estimators ``empg``, ``gigpo``, ``empg_gym_grpo``,
+``empg-verl-agent`` and ``empg+<base>`` (``STEP_ESTIMATORS``; our presets as verl overrides: ``verl_overrides``), and
 the trainer mode ``empg_gym`` (:class:`GymStepTrainer`). verl imports this package by itself in every process once
 empg-gym is installed (the ``verl.plugins`` entry point); ``VERL_USE_EXTERNAL_MODULES=empg_gym.integrations.verl``
 does the same and raises instead of logging at debug level if the import fails. This is the only empg-gym code that
@@ -65,7 +66,8 @@ _EXPORTS = {
     "write_parquet": "episodes",
     "compute_empg_gym_grpo_step_advantage": "estimators", "compute_empg_step_advantage": "estimators",
     "compute_gigpo_step_advantage": "estimators", "provide_step_rows": "estimators",
-    "STEP_ESTIMATORS": "steps", "StepRows": "steps", "algorithm_for": "steps", "step_advantages": "steps",
+    "STEP_ESTIMATOR_FNS": "estimators", "NATIVE_ESTIMATORS": "recipes", "verl_estimator": "recipes",
+    "verl_overrides": "recipes", "STEP_ESTIMATORS": "steps", "StepRows": "steps", "algorithm_for": "steps", "step_advantages": "steps",
     "TRAINER_MODE": "steps", "GymStepTrainer": "trainer", "read_step_rows": "trainer",
 }
 __all__ = sorted([*_EXPORTS, "VERL_VERSION", "REGISTRATIONS"])

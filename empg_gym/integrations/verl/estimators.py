@@ -1,4 +1,6 @@
-"""verl advantage estimators ``empg``, ``gigpo`` and ``empg_gym_grpo`` (``algorithm.adv_estimator=...``).
+"""verl advantage estimators ``empg``, ``gigpo``, ``empg_gym_grpo``, ``empg-verl-agent`` and ``empg+<base>``.
+
+They are chosen with ``algorithm.adv_estimator=...``; the names are :data:`~empg_gym.integrations.verl.steps.STEP_ESTIMATORS`.
 
 Each is registered with verl's ``register_adv_est`` and has verl's estimator signature
 ``fn(token_level_rewards, response_mask, index, config, **kwargs) -> (advantages, returns)``, both ``[bs, T]``.
@@ -74,11 +76,16 @@ def _make(name: str) -> Any:
             context.metrics.update(metrics)
         return advantages, advantages
 
-    estimator.__name__ = estimator.__qualname__ = f"compute_{name}_step_advantage"
+    ident = name.replace("+", "_plus_").replace("-", "_")
+    estimator.__name__ = estimator.__qualname__ = f"compute_{ident}_step_advantage"
     estimator.__doc__ = f"verl estimator {name!r}: our {STEP_ESTIMATORS[name]!r} preset on step rows (see module)."
     return register_adv_est(name)(estimator)
 
 
-compute_empg_step_advantage = _make("empg")
-compute_gigpo_step_advantage = _make("gigpo")
-compute_empg_gym_grpo_step_advantage = _make("empg_gym_grpo")
+#: Every estimator of :data:`STEP_ESTIMATORS` as registered with verl, by verl name.
+STEP_ESTIMATOR_FNS: dict[str, Any] = {}
+for _name in STEP_ESTIMATORS:
+    STEP_ESTIMATOR_FNS[_name] = _make(_name)
+compute_empg_step_advantage = STEP_ESTIMATOR_FNS["empg"]
+compute_gigpo_step_advantage = STEP_ESTIMATOR_FNS["gigpo"]
+compute_empg_gym_grpo_step_advantage = STEP_ESTIMATOR_FNS["empg_gym_grpo"]

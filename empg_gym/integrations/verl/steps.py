@@ -11,7 +11,8 @@ turns a batch into our own :class:`~empg_gym.agents.rollout.StepSample` rows, bu
 calls :func:`~empg_gym.agents.algorithms.compute_advantages` with the preset the estimator names. The
 invalid-format penalty is therefore not part of any reward: ``to_step_batch`` puts each row's ``format_penalty`` in
 ``StepBatch.format_penalty``, and ``compute_advantages`` subtracts it from that row's advantage after the estimator
-and EMPG, as in our trainer. Nothing here imports verl.
+and EMPG, as in our trainer (from the reward before GRPO for ``empg-verl-agent``, whose preset says so). Nothing
+here imports verl.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 
 from empg_gym.agents.algorithms import (
+    EMPG_BASES,
     AlgorithmConfig,
     EMPGConfig,
     GiGPOConfig,
@@ -33,12 +35,19 @@ from empg_gym.agents.algorithms import (
 )
 from empg_gym.errors import ConfigError
 
-#: verl estimator name -> our algorithm preset. ``empg`` is EMPG over GRPO (DAPO's clip-higher and dynamic
-#: sampling are verl's own settings around it); ``empg_gym_grpo`` is our GRPO without EMPG, for baselines.
 #: The v1 trainer mode that hands step rows to the estimators below (``trainer.v1.trainer_mode=empg_gym``).
 TRAINER_MODE = "empg_gym"
 
-STEP_ESTIMATORS: dict[str, str] = {"empg": "empg", "gigpo": "gigpo", "empg_gym_grpo": "grpo"}
+#: verl estimator name -> our algorithm preset. ``empg`` is EMPG over GRPO (DAPO's clip-higher and dynamic
+#: sampling are verl's own settings around it); ``empg_gym_grpo`` is our GRPO without EMPG, for baselines;
+#: ``empg-verl-agent`` is EMPG in verl-agent's pipeline; ``empg+<base>`` is EMPG over each base whose estimator runs
+#: on step rows (every base but ``ppo``, whose turn-level critic values the rows do not carry). Only the advantage
+#: is ours: the loss, clip and KL are verl's settings (``recipes.verl_overrides``), so ``empg+gspo`` computes what
+#: ``empg`` computes and is run with verl's ``policy_loss.loss_mode=gspo``.
+STEP_ESTIMATORS: dict[str, str] = {
+    "empg": "empg", "gigpo": "gigpo", "empg_gym_grpo": "grpo", "empg-verl-agent": "empg-verl-agent",
+    **{f"empg+{b.name}": f"empg+{b.name}" for b in EMPG_BASES if b.critic is None},
+}
 
 #: The extra fields every step row must carry (GymAgentLoop writes them).
 REQUIRED_FIELDS = ("traj_id", "step_index", "is_last", "anchor_obs", "format_penalty", "env_reward", "reward_scale")
@@ -79,7 +88,8 @@ class StepRows:
 def algorithm_for(estimator: str, verl_algorithm: Any = None) -> AlgorithmConfig:
     """Our :class:`AlgorithmConfig` for verl's ``algorithm.adv_estimator=estimator`` and its ``algorithm`` config.
 
-    Read from verl's config: ``norm_adv_by_std_in_grpo`` (GRPO's std division, verl's own knob), and the optional
+    Read from verl's config: ``norm_adv_by_std_in_grpo`` (GRPO's std division, verl's own knob; a preset without
+    it, ``empg+dr_grpo``, needs it ``False``), and the optional
     blocks ``algorithm.empg`` (``k``, ``k_next``, ``zeta``, ``eps``) and ``algorithm.gigpo`` (``omega``, ``gamma``,
     ``norm_by_std``), added on verl's command line with ``+algorithm.empg.zeta=0.05``. Defaults are our presets'.
 
@@ -90,7 +100,10 @@ def algorithm_for(estimator: str, verl_algorithm: Any = None) -> AlgorithmConfig
     if estimator not in STEP_ESTIMATORS:
         raise ConfigError(f"No empg-gym preset behind verl estimator {estimator!r}; known: {sorted(STEP_ESTIMATORS)}.")
     base = get_algorithm(STEP_ESTIMATORS[estimator])
-    norm = bool(_get(verl_algorithm, "norm_adv_by_std_in_grpo", True))
+    norm = bool(_get(verl_algorithm, "norm_adv_by_std_in_grpo", base.norm_by_std))
+    if norm and not base.norm_by_std:
+        raise ConfigError(f"algorithm.adv_estimator={estimator} runs {base.name!r}, whose advantage is not divided by "
+                          "the group std, but algorithm.norm_adv_by_std_in_grpo=True; set it to False.")
     empg = _block(verl_algorithm, "empg", EMPGConfig)
     gigpo = _block(verl_algorithm, "gigpo", GiGPOConfig)
     return dataclasses.replace(

@@ -26,6 +26,7 @@ from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
 from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories  # noqa: E402
 
 from empg_gym.agents.algorithms import (  # noqa: E402
+    EMPG_BASES,
     discounted_returns,
     empg_advantages,
     get_algorithm,
@@ -35,7 +36,13 @@ from empg_gym.agents.algorithms import (  # noqa: E402
     step_entropy,
 )
 from empg_gym.errors import ConfigError  # noqa: E402
-from empg_gym.integrations.verl import StepRows, algorithm_for, provide_step_rows  # noqa: E402
+from empg_gym.integrations.verl import (  # noqa: E402
+    STEP_ESTIMATOR_FNS,
+    STEP_ESTIMATORS,
+    StepRows,
+    algorithm_for,
+    provide_step_rows,
+)
 
 SCALE = 10.0
 
@@ -126,13 +133,19 @@ def test_importing_the_integration_registers_everything_with_verl():
     assert _agent_loop_registry["empg_gym"] == {"_target_": f"{GymAgentLoop.__module__}.GymAgentLoop"}
     for name in ("empg", "gigpo", "empg_gym_grpo"):
         assert core_algos.get_adv_estimator_fn(name).__name__ == f"compute_{name}_step_advantage"
+    # EMPG over every base whose estimator runs on step rows, and EMPG in verl-agent's pipeline
+    bases = sorted(b.name for b in EMPG_BASES if b.name != "ppo")
+    assert sorted(STEP_ESTIMATORS) == sorted(["empg", "gigpo", "empg_gym_grpo", "empg-verl-agent",
+                                              *(f"empg+{b}" for b in bases)])
+    for name, fn in STEP_ESTIMATOR_FNS.items():
+        assert core_algos.get_adv_estimator_fn(name) is fn
     assert get_trainer_cls("empg_gym") is GymStepTrainer
     # verl imports every "verl.plugins" entry point on `import verl`; ours names this package.
     plugins = {ep.name: ep.value for ep in entry_points(group="verl.plugins")}
     assert plugins.get("empg_gym") == "empg_gym.integrations.verl"
 
 
-@pytest.mark.parametrize("module", ["episodes", "env_pool", "steps"])
+@pytest.mark.parametrize("module", ["episodes", "env_pool", "steps", "recipes"])
 def test_module_doctests(module):
     import doctest
     import importlib
@@ -213,6 +226,11 @@ def test_empg_knobs_come_from_the_algorithm_config():
     torch.testing.assert_close(got[:n], want, atol=1e-6, rtol=1e-6)
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['zetta'\]"):
         algorithm_for("empg", {"empg": {"zetta": 0.1}})
+    with pytest.raises(ConfigError, match=r"runs 'empg\+dr_grpo', whose advantage is not divided by the group std, "
+                                          r"but algorithm.norm_adv_by_std_in_grpo=True; set it to False"):
+        algorithm_for("empg+dr_grpo", {"norm_adv_by_std_in_grpo": True})
+    assert algorithm_for("empg+dr_grpo").norm_by_std is False
+    assert algorithm_for("empg", {"empg": {"recentre": False}}).empg.recentre is False
 
 
 @pytest.mark.parametrize("penalty", [0.0, 0.1])
@@ -231,8 +249,9 @@ def test_empg_gym_grpo_is_verls_grpo_minus_each_steps_format_penalty(penalty):
     torch.testing.assert_close(ours_grpo, want, atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("estimator", ["empg", "gigpo"])
+@pytest.mark.parametrize("estimator", sorted(STEP_ESTIMATORS))
 def test_format_penalties_enter_as_in_our_trainer(estimator):
+    """Every estimator registered with verl (``empg+<base>`` included) is our preset's ``compute_advantages``."""
     from empg_gym.agents.algorithms import compute_advantages
     from empg_gym.agents.rollout import StepSample
     from empg_gym.agents.trainer import to_step_batch
@@ -240,7 +259,8 @@ def test_format_penalties_enter_as_in_our_trainer(estimator):
     rows = random_rows(5, n_groups=3, G=4, T=6, penalty=0.1)
     assert any(r["extra"]["format_penalty"] for r in rows)
     data, step_rows, keys = verl_batch(rows, 6, 5)
-    got, _ = run_verl(data, step_rows, keys, estimator)
+    preset = get_algorithm(STEP_ESTIMATORS[estimator])
+    got, _ = run_verl(data, step_rows, keys, estimator, norm=preset.norm_by_std)
     mask = data.batch["response_mask"].bool()
     samples = [StepSample(
         prompt_ids=torch.zeros(0, dtype=torch.long), response_ids=torch.zeros(int(mask[i].sum()), dtype=torch.long),
@@ -251,7 +271,7 @@ def test_format_penalties_enter_as_in_our_trainer(estimator):
         format_valid=r["extra"]["format_valid"], action_valid=True, env_reward=r["extra"]["env_reward"],
     ) for i, r in enumerate(rows)]
     batch, _, _ = to_step_batch(samples, SCALE)
-    want, _ = compute_advantages(get_algorithm(estimator), batch)
+    want, _ = compute_advantages(preset, batch)
     torch.testing.assert_close(got, want.unsqueeze(-1) * data.batch["response_mask"], atol=1e-6, rtol=1e-6)
 
 

@@ -20,7 +20,7 @@ if os.environ.get("EMPG_GYM_REQUIRE_VERL") == "1":
 else:
     pytest.importorskip("verl", reason="verl is not installed (the verl tests run in .venv-verl: make test-verl)")
 
-from empg_gym.agents.algorithms import compute_advantages  # noqa: E402
+from empg_gym.agents.algorithms import ALGORITHMS, compute_advantages, get_algorithm  # noqa: E402
 from empg_gym.agents.rollout import StepSample  # noqa: E402
 from empg_gym.agents.trainer import to_step_batch  # noqa: E402
 from empg_gym.errors import ConfigError  # noqa: E402
@@ -357,3 +357,54 @@ def test_gpu_smoke_verl_runs_compose_a_valid_config(tq, tmp_path):
         assert config.algorithm.adv_estimator == estimator and config.trainer.total_training_steps == 2
         assert bool(config.algorithm.filter_groups.enable) is (name == "dapo")
         assert config.data.train_files == str(tmp_path / "keyrooms_train.parquet")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in ALGORITHMS if n != "empg+ppo"))
+def test_every_preset_runs_as_verls_own_recipe(tmp_path, name):
+    """``verl_overrides``: each preset on verl's own estimator and loss names (ours where verl has none), composed
+    over the GRPO script's settings, passes verl's ``validate_config`` and lands in verl's registries."""  # noqa: D205
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, get_adv_estimator_fn
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    from empg_gym.integrations.verl import NATIVE_ESTIMATORS, STEP_ESTIMATORS, verl_overrides
+
+    ours = verl_overrides(name)
+    keys = {o.split("=", 1)[0].lstrip("+") for o in ours}
+    base = [o for o in script_overrides("run_grpo.sh", tmp_path) if o.split("=", 1)[0].lstrip("+") not in keys
+            and not o.startswith("trainer.v1.trainer_mode=")]
+    if get_algorithm(name).critic is not None:  # verl instantiates the critic's model config: give it a local one
+        from transformers import Qwen2Config
+
+        from empg_gym.agents.models import byte_level_tokenizer
+
+        Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                    num_key_value_heads=1, vocab_size=300, architectures=["Qwen2ForCausalLM"]).save_pretrained(
+                        tmp_path / "model")
+        byte_level_tokenizer().save_pretrained(tmp_path / "model")
+        base = [o for o in base if not o.startswith("actor_rollout_ref.model.path=")]
+        base.append(f"actor_rollout_ref.model.path={tmp_path / 'model'}")
+    config = verl_config(*base, *ours)
+    validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    preset, actor = get_algorithm(name), config.actor_rollout_ref.actor
+    estimator = str(config.algorithm.adv_estimator)
+    assert get_adv_estimator_fn(estimator) is not None and actor.policy_loss.loss_mode in POLICY_LOSS_REGISTRY
+    native = preset.empg is None and preset.estimator in NATIVE_ESTIMATORS
+    assert estimator == (NATIVE_ESTIMATORS[preset.estimator] if native else name if name in STEP_ESTIMATORS else
+                         "empg")
+    assert (actor.clip_ratio_low, actor.clip_ratio_high, actor.loss_agg_mode, actor.policy_loss.loss_mode) == (
+        preset.clip_low, preset.clip_high, preset.loss_agg, preset.loss_mode)
+    assert (actor.use_kl_loss, config.algorithm.norm_adv_by_std_in_grpo) == (preset.use_kl, preset.norm_by_std)
+    assert config.algorithm.filter_groups.enable == preset.filter_groups
+    assert need_critic(config) == (preset.critic is not None)
+    if preset.empg is not None:
+        assert algorithm_for(estimator, config.algorithm).empg == preset.empg
+        assert algorithm_for(estimator, config.algorithm).format_penalty_on == preset.format_penalty_on
+
+
+def test_presets_verl_cannot_run_are_refused_with_the_reason():
+    from empg_gym.integrations.verl import verl_overrides
+
+    with pytest.raises(ConfigError, match=r"No verl estimator runs EMPG over 'gae' \('empg\+ppo'\): the verl rows "
+                                          r"carry no critic values"):
+        verl_overrides("empg+ppo")
