@@ -366,7 +366,6 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
                  log: Callable[[str], None] | None = None) -> None:
-
         self.log = log or logger.info
         self._warn = log or logger.warning
         self.speed: Speed | None = None  # the pre-flight measurement

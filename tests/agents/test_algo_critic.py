@@ -105,7 +105,7 @@ def test_gae_and_a_critic_go_together():
         CriticConfig(lam=1.5)
     ppo = get_algorithm("ppo")
     assert (ppo.estimator, ppo.critic.gamma, ppo.critic.lam, ppo.critic.clip, ppo.critic.lr_scale) == (
-        "gae", 0.99, 0.9, 0.5, 10.0)
+        "gae", 0.99, 0.9, 5.0, 10.0)
     assert get_algorithm("empg+ppo").critic == ppo.critic
 
 
@@ -166,3 +166,19 @@ def test_the_critic_learns_a_function_of_the_keyrooms_state(tmp_path):
         critic.train_on(rows, batch, loss_norm(batch.response_mask))
         critic.step()
     assert explained[-1] > 0.6 and explained[-1] > explained[0] + 0.4, [round(e, 2) for e in explained]
+
+
+@pytest.mark.slow
+def test_ppo_critic_explained_variance_rises_while_keyrooms_is_learned(tmp_path):
+    """End to end at the quick preset's settings: the critic's explained variance on fresh batches starts near 0
+    (untrained policy: returns are noise) and rises once the policy starts winning. Measured with value clip 5 over 20
+    updates, peak after update 5 / max of the first 5: seed 0 0.47 / 0.04, seed 1 0.72 / 0.05, seed 2 0.85 / 0.03
+    (with verl's 0.5: seed 1 never above 0.03 through update 16). It falls again once every trajectory wins (the
+    returns' variance vanishes), so the test reads the peak."""  # noqa: D205
+    from empg_gym.bench import get_preset
+
+    train = dict(get_preset("quick").train)
+    cfg = TrainConfig(**{**train, "env_id": "EMPG-KeyRooms-v0", "algo": "ppo", "seed": 0, "updates": 20})
+    explained = [m["critic/vf_explained_var"] for m in Trainer(cfg, tmp_path).train()]
+    early, later = max(explained[:5]), max(explained[5:])
+    assert early < 0.2 and later > 0.35 and later > early + 0.25, [round(e, 2) for e in explained]

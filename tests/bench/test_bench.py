@@ -241,8 +241,14 @@ def test_presets_and_errors():
     quick, paper = get_preset("quick"), get_preset("paper")
     assert quick.envs == ("EMPG-KeyRooms-v0",) and quick.train["model"] == "tiny-actions" and len(quick.seeds) >= 5
     assert quick.eval_splits == ("eval_in_distribution", "eval_out_of_distribution")
-    check = quick.pipeline()
+    assert quick.pipeline() is None and len(quick.seeds) >= 10 and quick.eval_tasks == 100 and quick.eval_samples >= 4
+    study, check = get_preset("study"), get_preset("pipeline")
+    assert len(study.seeds) >= 30 and {"grpo", "dapo", "empg", "gigpo"} <= set(study.algos)
+    assert {k: getattr(study, k) for k in ("envs", "updates", "train", "eval_every", "eval_every_env_steps")} == {
+        k: getattr(quick, k) for k in ("envs", "updates", "train", "eval_every", "eval_every_env_steps")}
     assert check.envs == ("EMPG-ALFWorld-v0",) and check.train["model"] == "smollm2-135m" and check.updates == 1
+    as_check = {k: v for k, v in check.__dict__.items() if k != "pipeline_check"}
+    assert check.demonstration and BenchConfig(**{**quick.__dict__, "pipeline_check": as_check}).pipeline() == check
     assert (paper.train["group_size"], paper.train["tasks_per_update"], paper.updates, paper.train["lr"]) == (
         8, 16, 150, 1e-6)
     assert paper.train_config("EMPG-ALFWorld-v0", "empg", 0).algorithm().empg.zeta == 0.05

@@ -77,10 +77,13 @@ CISPO = replace(GRPO, name="cispo", loss_mode="cispo", clip_low=10.0, clip_high=
 
 #: PPO with a turn-level critic (Turn-PPO, arXiv 2512.17008): each env step is one action; a value head on the
 #: policy's features at the step's last prompt token, GAE over steps (gamma 0.99, lambda 0.9, Turn-PPO's), advantages
-#: whitened over the batch, clip 0.2, value clip 0.5, critic lr 10x the policy's (see ``empg_gym.agents.critic``).
+#: whitened over the batch, clip 0.2, critic lr 10x the policy's (see ``empg_gym.agents.critic``), value clip 5.
 #: verl's PPO (``adv_estimator=gae``) runs token-level GAE (gamma = lambda = 1 by default) with a separate critic
-#: model; here the critic is a head on the detached policy trunk and GAE runs over steps; KL as GRPO's.
-PPO = replace(GRPO, name="ppo", estimator="gae", critic=CriticConfig())
+#: model; here the critic is a head on the detached policy trunk and GAE runs over steps; KL as GRPO's. The value clip
+#: is verl's ``cliprange_value`` 0.5 in units of the outcome reward: our returns are ``reward_scale`` (10) x the
+#: outcome, and with 0.5 a value can move only 0.5 per update towards returns of 0 to 10 (measured on KeyRooms: 30-50%
+#: of the value loss clipped, values trailing the returns by 1-3 for many updates, explained variance near 0).
+PPO = replace(GRPO, name="ppo", estimator="gae", critic=CriticConfig(clip=5.0))
 
 #: The presets EMPG is registered over, as ``empg+<name>``.
 EMPG_BASES: tuple[AlgorithmConfig, ...] = (GRPO, DAPO, GIGPO, DR_GRPO, RLOO, REINFORCE_PP, REINFORCE_PP_BASELINE,

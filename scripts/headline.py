@@ -1,0 +1,190 @@
+"""The headline answer (issue #25): does EMPG beat its base on the CPU testbed, at matched budgets, with how many seeds?
+
+The paper's two questions, each an ``empg-gym bench`` on the ``study`` preset's settings (the tiny action-token
+policy, 30 updates of 8 tasks × 8 trajectories, every task of both eval splits played greedily and 4 times sampled,
+at updates 0, 15, 30 and every 10,000 training env steps):
+
+1. ``keyrooms``: EMPG vs GRPO on EMPG-KeyRooms-v0 (paper: ALFWorld 65.6 → 73.7 with Qwen2.5-1.5B), with EMPG's two
+   halves beside it (``empg-g``: the confidence scale only; ``empg-f``: the future-clarity bonus only) so that the
+   answer says which half carries any effect.
+2. ``hard``: EMPG over DAPO vs DAPO (paper: 80.8 → 88.1) on EMPG-KeyRoomsHard-v0, where every training layout has 2
+   or 3 doors: on KeyRooms DAPO's final success is at the ceiling, so a gain could not show there.
+
+Each comparison is scored as the bench report scores it: one sampled-success score per run and eval split, at the
+last update and at the largest env-step budget every run reached (DAPO plays up to 3 rollout batches per update);
+``P(X > Y)`` with its stratified-bootstrap 95% CI; "X > Y" only when the CI excludes 1/2, else unresolved with the
+seeds per algorithm the observed difference and spread would need at 80% power.
+
+    python scripts/headline.py --out runs/headline                    # both, then OUT/headline.md (resumable)
+    python scripts/headline.py --out runs/headline --reuse runs/study  # take finished GRPO/EMPG runs from a study
+    python scripts/headline.py --out runs/headline --report-only --doc docs/headline.md
+
+A finished run is never trained again, so an interrupted call continues where it stopped. ``--reuse DIR`` copies
+finished runs of the same env, algorithm and seed from a bench folder whose settings match the question's exactly
+(``bench.json``), e.g. the ``study`` preset's GRPO and EMPG runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from empg_gym.bench import get_preset
+from empg_gym.bench.records import (
+    RESULT,
+    by_algo,
+    final_scores,
+    matched_budget,
+    read_results,
+    run_dir,
+    scores_at_budget,
+)
+from empg_gym.bench.stats import compare, verdict
+from empg_gym.cli import main
+
+SPLITS = {"eval_in_distribution": "ID", "eval_out_of_distribution": "OOD"}
+METRIC = "success_sampled"
+#: Bench fields that must agree for a run to be reused (what a run's result depends on).
+SAME = ("updates", "eval_splits", "eval_tasks", "eval_samples", "task_type", "train", "eval_every",
+        "eval_every_env_steps")
+
+
+@dataclass(frozen=True)
+class Question:
+    """One comparison: an env, the algorithms trained on it and the pairs ``(X, Y)`` asked about."""
+
+    title: str
+    env: str
+    algos: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]
+
+
+QUESTIONS = {
+    "keyrooms": Question("EMPG vs GRPO, and which half of EMPG carries the effect", "EMPG-KeyRooms-v0",
+                         ("grpo", "empg", "empg-g", "empg-f"),
+                         (("empg", "grpo"), ("empg-g", "grpo"), ("empg-f", "grpo"))),
+    "hard": Question("EMPG over DAPO vs DAPO, where DAPO is not at the ceiling", "EMPG-KeyRoomsHard-v0",
+                     ("dapo", "empg-dapo"), (("empg-dapo", "dapo"),)),
+}
+
+
+def command(name: str, out: Path, seeds: str) -> list[str]:
+    """The ``empg-gym bench`` arguments of question ``name``."""
+    q = QUESTIONS[name]
+    return ["bench", "--preset", "study", "--envs", q.env, "--algos", ",".join(q.algos), "--seeds", seeds,
+            "--out", str(out / name)]
+
+
+def settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a ``bench.json`` config that a run's result depends on."""
+    return {k: config.get(k) for k in SAME}
+
+
+def reuse(name: str, out: Path, source: Path, seeds: list[int]) -> int:
+    """Copy finished runs of question ``name`` from the bench folder ``source`` where its settings match; return
+    how many were copied."""  # noqa: D205
+    meta = source / "bench.json"
+    if not meta.is_file():
+        raise SystemExit(f"--reuse {source}: no bench.json there (not a bench folder).")
+    q = QUESTIONS[name]
+    preset = get_preset("study")
+    wanted = settings({k: (list(v) if isinstance(v, tuple) else v) for k, v in preset.__dict__.items()})
+    have = settings(json.loads(meta.read_text(encoding="utf-8"))["config"])
+    if json.dumps(have, sort_keys=True, default=str) != json.dumps(wanted, sort_keys=True, default=str):
+        diff = sorted(k for k in SAME if json.dumps(have[k], default=str) != json.dumps(wanted[k], default=str))
+        print(f"--reuse {source}: its settings differ from the study preset's ({', '.join(diff)}); nothing reused.")
+        return 0
+    copied = 0
+    for algo in q.algos:
+        for seed in seeds:
+            src, dst = run_dir(source, q.env, algo, seed), run_dir(out / name, q.env, algo, seed)
+            if (src / RESULT).is_file() and not (dst / RESULT).is_file():
+                if dst.exists():
+                    shutil.rmtree(dst)
+                shutil.copytree(src, dst)
+                copied += 1
+    return copied
+
+
+def answer(folder: Path, q: Question) -> tuple[list[str], int | None]:
+    """Return ``(markdown rows, matched budget)``: per pair and split, the mean scores, P(X > Y) [95% CI] and the
+    verdict at the last update and at the matched env-step budget."""  # noqa: D205
+    rows = [r for r in read_results(folder) if r["env"] == q.env]
+    cfg = json.loads((folder / "bench.json").read_text(encoding="utf-8"))["config"]
+    budget = matched_budget(rows, int(cfg.get("eval_every_env_steps") or 0)).get(q.env)
+    lines = []
+    for split, short in SPLITS.items():
+        final = by_algo(final_scores(rows, split, METRIC), q.env)
+        matched = by_algo({k: v[0] for k, v in scores_at_budget(rows, split, METRIC, budget).items()}, q.env) \
+            if budget else {}
+        for x, y in q.pairs:
+            runs = f"{len(final.get(x, []))} / {len(final.get(y, []))}"
+            cells = [f"`{x}` vs `{y}`", short, runs]
+            for scores in (final, matched):
+                if not scores.get(x) or not scores.get(y):
+                    cells += ["–", "–", "–"]
+                    continue
+                c = compare(x, scores[x], y, scores[y])
+                cells += [f"{sum(scores[x]) / len(scores[x]):.3f} vs {sum(scores[y]) / len(scores[y]):.3f}",
+                          f"{c.p:.2f} [{c.low:.2f}, {c.high:.2f}]", verdict(c)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines, budget
+
+
+def write_doc(out: Path, doc: Path, seeds: str) -> None:
+    """Assemble the answer from the finished benches."""
+    md = ["# The headline answer: does EMPG beat its base on the CPU testbed?", "",
+          "<!-- Written by scripts/headline.py; every number comes from the benches' results.csv. -->", "",
+          f"Seeds {seeds}; scores are sampled success (each of the 100 tasks of a split played 4 times with sampling), "
+          "one per run and split. *Final*: at the run's last update; *matched*: at the largest env-step budget every "
+          "run of the bench reached. P(X > Y): the chance that a random run of X scores above a random run of Y, "
+          "with its stratified-bootstrap 95% CI; the verdict says X > Y only when the CI lies above 1/2.", ""]
+    for name, q in QUESTIONS.items():
+        folder = out / name
+        md += [f"## {name}: {q.title}", "", f"```bash\nempg-gym {' '.join(command(name, Path('runs/headline'), seeds))}"
+               "\n```", ""]
+        if not (folder / "results.csv").is_file():
+            md += ["Not run yet.", ""]
+            continue
+        lines, budget = answer(folder, q)
+        md += ["| pair | split | runs | final: mean X vs Y | final: P(X > Y) [95% CI] | final: verdict | "
+               f"at {budget} env steps: mean X vs Y | P(X > Y) [95% CI] | verdict |",
+               "|---|---|---|---|---|---|---|---|---|", *lines, "",
+               f"The bench's full report: `{folder.name}/report.md` (IQM, curves, per-type tables).", ""]
+    doc.write_text("\n".join(md), encoding="utf-8")
+    print(f"wrote {doc}")
+
+
+def run() -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/headline", help="folder of the two benches")
+    parser.add_argument("--seeds", default=",".join(map(str, range(30))), help="comma-separated seeds (default 0-29)")
+    parser.add_argument("--only", default=None, help=f"comma-separated subset of {list(QUESTIONS)}")
+    parser.add_argument("--reuse", type=Path, default=None, help="a finished bench folder to take matching runs from")
+    parser.add_argument("--report-only", action="store_true", help="do not train; assemble what is finished")
+    parser.add_argument("--doc", default=None, help="write the answer here (default OUT/headline.md)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    names = args.only.split(",") if args.only else list(QUESTIONS)
+    unknown = sorted(set(names) - set(QUESTIONS))
+    if unknown:
+        parser.error(f"unknown question(s) {unknown}; choose from {list(QUESTIONS)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if not args.report_only:
+        for name in names:
+            if args.reuse is not None:
+                print(f"== {name}: reused {reuse(name, out, args.reuse, seeds)} finished runs from {args.reuse}")
+            print(f"== {name}: empg-gym {' '.join(command(name, out, args.seeds))}", flush=True)
+            main(command(name, out, args.seeds))
+    write_doc(out, Path(args.doc) if args.doc else out / "headline.md", args.seeds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,67 @@
+"""scripts/headline.py: its benches are valid study-preset variants, its answer reads a real bench, reuse is safe."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from empg_gym.bench import get_preset, run_bench
+from empg_gym.bench.records import RESULT, run_dir
+from empg_gym.cli import bench_config, build_parser
+from tests.bench.test_bench import _bench
+
+
+@pytest.fixture(scope="module")
+def headline():
+    path = Path(__file__).resolve().parents[2] / "scripts" / "headline.py"
+    spec = importlib.util.spec_from_file_location("headline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["headline"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["headline"]
+
+
+def test_the_headline_benches_are_study_variants(headline):
+    study = get_preset("study")
+    for name, q in headline.QUESTIONS.items():
+        cfg = bench_config(build_parser().parse_args(headline.command(name, Path("out"), "0,1")))
+        assert cfg.envs == (q.env,) and cfg.labels == q.algos and cfg.seeds == (0, 1)
+        assert (cfg.updates, cfg.train, cfg.eval_every_env_steps) == (study.updates, study.train,
+                                                                       study.eval_every_env_steps)
+        assert all(x in q.algos and y in q.algos for x, y in q.pairs)
+    assert headline.QUESTIONS["keyrooms"].pairs[0] == ("empg", "grpo")
+    assert headline.QUESTIONS["hard"].pairs == (("empg-dapo", "dapo"),)
+
+
+def test_answer_and_reuse_on_a_small_real_bench(headline, tmp_path):
+    cfg = _bench(seeds=(0, 1), updates=2, eval_samples=1, eval_every_env_steps=40)
+    run_bench(cfg, tmp_path / "src", log=lambda _: None)
+    q = headline.Question("t", "EMPG-KeyDoor-v0", ("grpo", "empg"), (("empg", "grpo"),))
+    lines, budget = headline.answer(tmp_path / "src", q)
+    assert budget and budget % 40 == 0 and len(lines) == 2  # one row per eval split
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cells[:3] == ["`empg` vs `grpo`", "ID", "2 / 2"] and len(cells) == 9
+    assert 0.0 <= float(cells[4].split()[0]) <= 1.0 and ("unresolved" in cells[5] or ">" in cells[5])
+
+    # reuse copies only from a bench whose settings are the study preset's
+    headline.QUESTIONS["t"] = dataclasses.replace(q, algos=("grpo",))
+    try:
+        assert headline.reuse("t", tmp_path / "out", tmp_path / "src", [0, 1]) == 0  # a different bench: nothing
+        meta = json.loads((tmp_path / "src" / "bench.json").read_text())
+        study = get_preset("study")
+        meta["config"].update({k: (list(v) if isinstance(v, tuple) else v) for k, v in study.__dict__.items()
+                               if k in headline.SAME})
+        (tmp_path / "src" / "bench.json").write_text(json.dumps(meta))
+        shutil.rmtree(run_dir(tmp_path / "src", "EMPG-KeyDoor-v0", "grpo", 1))  # seed 1 never finished there
+        assert headline.reuse("t", tmp_path / "out", tmp_path / "src", [0, 1]) == 1
+        assert (run_dir(tmp_path / "out" / "t", "EMPG-KeyDoor-v0", "grpo", 0) / RESULT).is_file()
+        assert headline.reuse("t", tmp_path / "out", tmp_path / "src", [0, 1]) == 0  # already there
+    finally:
+        del headline.QUESTIONS["t"]
