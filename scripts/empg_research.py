@@ -1,7 +1,7 @@
 """Regenerate docs/empg_research.md: EMPG's open questions on the quick preset's task, on CPU (issue #16).
 
-Four benches, each an ``empg-gym bench`` command on the ``quick`` preset (EMPG-KeyRooms-v0, the tiny action-token
-policy, 50 updates, greedy eval of 50 tasks of both eval splits), without the pipeline check:
+Four benches, each an ``empg-gym bench`` command on the ``quick`` preset's settings (EMPG-KeyRooms-v0, the tiny
+action-token policy; see ``empg_gym/bench/presets.py``), with the seeds of ``--seeds``:
 
 1. ``ablation``: which half of EMPG matters: GRPO, EMPG with the confidence scale only (``empg-g``), with the
    future-clarity bonus only (``empg-f``), and both (``empg``).
@@ -94,6 +94,9 @@ def reading(folder: Path) -> str:
 
 def write_doc(out: Path, doc: Path, seeds: str) -> None:
     """Assemble the report from the finished benches; copy their plots next to it."""
+    from empg_gym.bench import get_preset
+
+    quick = get_preset("quick")
     img = doc.parent / "img" / "empg_research"
     img.mkdir(parents=True, exist_ok=True)
     md = ["# EMPG research kit: ablations, uncertainty signals, dense rewards, a k/ζ grid", "",
@@ -101,8 +104,9 @@ def write_doc(out: Path, doc: Path, seeds: str) -> None:
           "Regenerate (about an hour on 2 CPU cores, resumable): `python scripts/empg_research.py --out runs/research "
           "--doc docs/empg_research.md`; each section's command reruns one bench alone. The README's "
           "[research kit](../README.md#research-kit-empgs-open-questions-as-switches) lists the switches.", "",
-          "All runs: the `quick` preset's task and training (EMPG-KeyRooms-v0, the tiny action-token policy, 50 "
-          "updates of 8 tasks × 8 trajectories, greedy evaluation on the first 50 tasks of each eval split before "
+          f"All runs: the `quick` preset's task and training (EMPG-KeyRooms-v0, the tiny action-token policy, "
+          f"{quick.updates} updates of {quick.train['tasks_per_update']} tasks × {quick.train['group_size']} "
+          f"trajectories, greedy evaluation on the first {quick.eval_tasks} tasks of each eval split before "
           f"and after training), seeds {seeds}. Cells are mean ± 95% CI over seeds (Student's t); Δ is each seed's "
           "change from the untrained policy (update 0). ID = `eval_in_distribution` (1–3 doors), OOD = "
           "`eval_out_of_distribution` (4–6 doors).", "",

@@ -395,6 +395,7 @@ class Trainer:
         self.evaluated_budget = 0  # the largest env-step budget evaluated so far (eval_every_env_steps)
         self._attempt = 0  # rollout batches drawn for the update in progress
         self._skipped = 0  # DAPO rounds without an informative group since the last update
+        self._skipped_success: float | None = None  # the training success of the last such round
         (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1, default=str))
         if resume and (self.out_dir / CHECKPOINT / "state.json").is_file():
             self.load_checkpoint(self.out_dir / CHECKPOINT)
@@ -422,6 +423,7 @@ class Trainer:
                     metrics = self.train_step()
                     if metrics.get("actor/skipped"):  # nothing changed: not an update
                         self._skipped += 1
+                        self._skipped_success = metrics.get("rollout/success_rate")
                         continue
                     self.update_step += 1
                     if self.algo.filter_groups:
@@ -539,12 +541,16 @@ class Trainer:
         return self.config.updates * per_update
 
     def _stop_short(self) -> None:
-        logger.warning(
-            "%s drew its %d rollout batches (updates x max_resample_batches) after %d of %d updates: the last %d "
-            "rounds had no group whose rewards differ, so dynamic sampling had nothing to train on. The run stops "
-            "here; raise max_resample_batches or make the tasks easier for this policy.",
-            self.config.algo, self.max_rollout_batches, self.update_step, self.config.updates, self._skipped,
-        )
+        """Stop a filtering run whose rollout budget is spent (news when its policy wins every group, else a warning)."""
+        head = (f"{self.config.algo} drew its {self.max_rollout_batches} rollout batches (updates x "
+                f"max_resample_batches) after {self.update_step} of {self.config.updates} updates")
+        if self._skipped and (self._skipped_success or 0.0) >= 1.0:
+            logger.info("%s: in the last %d rounds every trajectory won, so no group's rewards differed and dynamic "
+                        "sampling had nothing left to learn from. The run stops here, solved.", head, self._skipped)
+        else:
+            logger.warning("%s: the last %d rounds had no group whose rewards differ, so dynamic sampling had nothing "
+                           "to train on. The run stops here; raise max_resample_batches or make the tasks easier for "
+                           "this policy.", head, self._skipped)
         self.save_checkpoint()
 
     def train_step(self) -> dict[str, float]:

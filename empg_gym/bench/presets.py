@@ -215,7 +215,7 @@ PIPELINE = BenchConfig(
            "lr": 1e-4, "lora_rank": 8, "mini_batch_size": 16, "micro_batch_size": 4, "progress": False,
            "checkpoint_every": 1, "algo_overrides": {"max_resample_batches": 1}},
     hardware="2 CPU cores, 10 GB RAM (no GPU)",
-    budget_note="about 4 minutes: 3 algorithms x 1 update of SmolLM2 on 1 task x 4 trajectories, 2 eval tasks",
+    budget_note="about 3 minutes: 3 algorithms x 1 update of SmolLM2 on 1 task x 4 trajectories, 2 eval tasks",
 )
 
 #: The README's main job (`make demo`): GRPO, DAPO and EMPG side by side on KeyRooms with 10 seeds each, a tiny

@@ -289,6 +289,13 @@ def test_dapo_stops_short_when_its_rollout_budget_is_spent(tmp_path, monkeypatch
     resumed = Trainer(_cfg(algo="dapo", updates=2, max_steps=3, algo_overrides={"max_resample_batches": 2}), tmp_path,
                       resume=True)
     assert resumed.train() == [] and resumed.rollout_batches == 4  # the budget stays spent
+    # A policy that wins every trajectory stops the same way, said as news: nothing is wrong with the settings.
+    caplog.clear()
+    with caplog.at_level("INFO", logger="empg_gym.agents.trainer"):
+        resumed._skipped_success = 1.0
+        resumed._stop_short()
+    assert "every trajectory won" in caplog.text and "stops here, solved" in caplog.text
+    assert all(r.levelname == "INFO" for r in caplog.records if "drew its" in r.getMessage())
 
 
 def test_every_algorithm_starts_from_the_same_first_rollouts(tmp_path):
