@@ -359,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=None, help="also evaluate every this many updates")
     p.add_argument("--eval-every-env-steps", type=int, default=None,
                    help="also evaluate each run when its training env steps reach each multiple of this (matched "
-                        "budgets: the report compares the algorithms at the largest one every run reached)")
+                        "budgets: the report compares the algorithms at the largest one at least half of every "
+                        "algorithm's runs reached)")
     p.add_argument("--task-type", default=None, help="train and evaluate on tasks of this type only")
     p.add_argument("--config", default=None, help="a bench.json (rerun a report exactly) or a JSON/TOML of fields")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",

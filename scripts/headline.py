@@ -136,21 +136,40 @@ def answer(folder: Path, q: Question) -> tuple[list[str], int | None]:
     return lines, budget
 
 
-def write_doc(out: Path, doc: Path, seeds: str) -> None:
+def _span(seeds: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``.
+
+    Example:
+        >>> _span([0, 1, 2, 5])
+        '0-2, 5'
+    """
+    parts, start = [], None
+    for i, s in enumerate(seeds):
+        if start is None:
+            start = s
+        if i + 1 == len(seeds) or seeds[i + 1] != s + 1:
+            parts.append(f"{start}-{s}" if s != start else f"{s}")
+            start = None
+    return ", ".join(parts)
+
+
+def write_doc(out: Path, doc: Path) -> None:
     """Assemble the answer from the finished benches."""
     md = ["# The headline answer: does EMPG beat its base on the CPU testbed?", "",
           "<!-- Written by scripts/headline.py; every number comes from the benches' results.csv. -->", "",
-          f"Seeds {seeds}; scores are sampled success (each of the 100 tasks of a split played 4 times with sampling), "
+          "Scores are sampled success (each of the 100 tasks of a split played 4 times with sampling), "
           "one per run and split. *Final*: at the run's last update; *matched*: at the largest env-step budget every "
           "run of the bench reached. P(X > Y): the chance that a random run of X scores above a random run of Y, "
           "with its stratified-bootstrap 95% CI; the verdict says X > Y only when the CI lies above 1/2.", ""]
     for name, q in QUESTIONS.items():
         folder = out / name
-        md += [f"## {name}: {q.title}", "", f"```bash\nempg-gym {' '.join(command(name, Path('runs/headline'), seeds))}"
-               "\n```", ""]
         if not (folder / "results.csv").is_file():
-            md += ["Not run yet.", ""]
+            md += [f"## {name}: {q.title}", "", "Not run yet.", ""]
             continue
+        ran = json.loads((folder / "bench.json").read_text(encoding="utf-8"))["config"]["seeds"]
+        ran_seeds = ",".join(map(str, ran))
+        md += [f"## {name}: {q.title}", "", f"Seeds {_span(ran)}:", "",
+               f"```bash\nempg-gym {' '.join(command(name, Path('runs/headline'), ran_seeds))}\n```", ""]
         lines, budget = answer(folder, q)
         md += ["| pair | split | runs | final: mean X vs Y | final: P(X > Y) [95% CI] | final: verdict | "
                f"at {budget} env steps: mean X vs Y | P(X > Y) [95% CI] | verdict |",
@@ -182,7 +201,7 @@ def run() -> int:
                 print(f"== {name}: reused {reuse(name, out, args.reuse, seeds)} finished runs from {args.reuse}")
             print(f"== {name}: empg-gym {' '.join(command(name, out, args.seeds))}", flush=True)
             main(command(name, out, args.seeds))
-    write_doc(out, Path(args.doc) if args.doc else out / "headline.md", args.seeds)
+    write_doc(out, Path(args.doc) if args.doc else out / "headline.md")
     return 0
 
 

@@ -44,7 +44,8 @@ class BenchConfig:
         eval_every_env_steps: Also evaluate after the first update at which a run's training env steps reach each
             multiple of this (0: none), so that every algorithm is evaluated at the same env-step budgets (DAPO plays
             up to ``max_resample_batches`` rollout batches per update); the report compares the algorithms at the
-            largest budget every run reached.
+            largest budget at least half of every algorithm's runs reached (the others, having finished with fewer
+            env steps, carry their last evaluation forward).
         processes: Runs trained at a time, each in a fresh worker process (0: one after another in this process).
         threads_per_process: Torch threads of each worker (``None``: the CPU count divided by ``processes``).
         runs_per_worker: Runs a worker process trains before a fresh one replaces it (0: no limit; a worker's

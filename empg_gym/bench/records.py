@@ -122,21 +122,22 @@ def final_scores(rows: list[dict[str, Any]], split: str, metric: str) -> dict[Ru
 
 
 def matched_budget(rows: list[dict[str, Any]], every_env_steps: int) -> dict[str, int]:
-    """Per env: the largest multiple of ``every_env_steps`` that every run of the env reached (its matched budget).
+    """Per env: the largest multiple of ``every_env_steps`` that at least half the runs of every algorithm reached.
 
-    A run reaches budget ``b`` when its last evaluation was at ``env_steps >= b``. Envs where some run has no
-    ``env_steps`` (older records) or the budget would be 0 are left out; so is everything when ``every_env_steps``
-    is 0 (no env-step schedule).
+    A run reaches budget ``b`` when its last evaluation was at ``env_steps >= b``. The other runs finished all their
+    updates having played fewer env steps (a policy that wins early plays short episodes); at the budget they carry
+    their last evaluation forward (:func:`scores_at_budget`), as the sample-efficiency curves do, so every run counts
+    and none is credited with experience it did not have. Envs where some run has no ``env_steps`` (older records) or
+    the budget would be 0 are left out; so is everything when ``every_env_steps`` is 0 (no env-step schedule).
 
     Example:
-        >>> rows = [{"env": "E", "algo": a, "seed": 0, "split": "s", "update": 1, "env_steps": n}
-        ...         for a, n in (("grpo", 250), ("dapo", 730))]
+        >>> rows = [{"env": "E", "algo": a, "seed": s, "split": "s", "update": 1, "env_steps": n}
+        ...         for a, s, n in (("grpo", 0, 250), ("grpo", 1, 180), ("grpo", 2, 260), ("dapo", 0, 730))]
         >>> matched_budget(rows, 100)
         {'E': 200}
     """
     if every_env_steps <= 0:
         return {}
-    reached: dict[str, list[float]] = defaultdict(list)
     last: dict[RunKey, float] = {}
     complete: dict[str, bool] = defaultdict(lambda: True)
     for r in rows:
@@ -144,31 +145,43 @@ def matched_budget(rows: list[dict[str, Any]], every_env_steps: int) -> dict[str
             complete[r["env"]] = False
             continue
         last[run_key(r)] = max(last.get(run_key(r), 0.0), r["env_steps"])
-    for (env, _algo, _seed), steps in last.items():
-        reached[env].append(steps)
-    budgets = {env: int(min(v) // every_env_steps) * every_env_steps for env, v in reached.items() if complete[env]}
-    return {env: b for env, b in budgets.items() if b > 0}
+    reached: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for (env, algo, _seed), steps in last.items():
+        reached[env][algo].append(steps)
+    budgets = {}
+    for env, per_algo in reached.items():
+        # the lower median of each algorithm's runs: at least half of them played that many env steps
+        medians = [sorted(v)[(len(v) - 1) // 2] for v in per_algo.values()]
+        budgets[env] = int(min(medians) // every_env_steps) * every_env_steps
+    return {env: b for env, b in budgets.items() if b > 0 and complete[env]}
 
 
 def scores_at_budget(rows: list[dict[str, Any]], split: str, metric: str, budget: float
                      ) -> dict[RunKey, tuple[float, float]]:
-    """Per run that reached ``budget`` env steps: ``(metric, env_steps)`` of its first evaluation at ``>= budget``.
+    """Per run: ``(metric, env_steps)`` of its first evaluation at ``>= budget`` env steps, else of its last one.
 
     With an env-step eval schedule (``eval_every_env_steps``) that evaluation is the one made right after the update
-    that crossed the budget, so every algorithm is compared at the same number of env steps played.
+    that crossed the budget, so every algorithm is compared at the same number of env steps played. A run that
+    finished before the budget carries its last evaluation forward (its ``env_steps`` then say how many it played).
 
     Example:
         >>> rows = [{"env": "E", "algo": "a", "seed": 0, "split": "s", "update": u, "env_steps": n, "success_rate": y}
         ...         for u, n, y in ((0, 0, 0.0), (1, 120, 0.25), (2, 260, 0.75))]
         >>> scores_at_budget(rows, "s", "success_rate", 100)
         {('E', 'a', 0): (0.25, 120)}
+        >>> scores_at_budget(rows, "s", "success_rate", 300)  # finished at 260: its last evaluation, carried forward
+        {('E', 'a', 0): (0.75, 260)}
     """
     out: dict[RunKey, tuple[float, float]] = {}
+    latest: dict[RunKey, tuple[float, float]] = {}
     for r in sorted(rows, key=lambda r: r.get("update", 0.0)):
+        if r["split"] != split or metric not in r:
+            continue
+        latest[run_key(r)] = (r[metric], r.get("env_steps", 0.0))
         at = r.get("budget_env_steps", r.get("env_steps"))
-        if r["split"] == split and metric in r and at is not None and at >= budget and run_key(r) not in out:
+        if at is not None and at >= budget and run_key(r) not in out:
             out[run_key(r)] = (r[metric], r["env_steps"])
-    return out
+    return {k: out.get(k, v) for k, v in latest.items()}
 
 
 def by_algo(per_run: dict[RunKey, Any], env: str) -> dict[str, list[Any]]:

@@ -2,7 +2,8 @@
 
 The comparison follows rliable (Agarwal et al., NeurIPS 2021; :mod:`empg_gym.bench.stats`): one score per run and
 eval split; IQM and mean over runs with stratified-bootstrap 95% CIs, at the final update and at the largest env-step
-budget every run reached (``eval_every_env_steps``); the probability of improvement ``P(X > Y)`` with its CI for
+budget at least half of every algorithm's runs reached (``eval_every_env_steps``; the others carry their last
+evaluation forward); the probability of improvement ``P(X > Y)`` with its CI for
 every pair of algorithms and a verdict ("X > Y" only when that CI excludes 1/2, else unresolved with the seeds the
 observed difference would need at 80% power); performance profiles; sample-efficiency curves (IQM vs update and vs
 env steps) in which every point averages the same runs, a run that stopped early carrying its last evaluation forward.
@@ -116,7 +117,7 @@ class Bench:
 
     @cached_property
     def budgets(self) -> dict[str, int]:
-        """Per env: the largest env-step budget every run reached (none without ``eval_every_env_steps``)."""
+        """Per env: the matched env-step budget (``records.matched_budget``; none without an env-step schedule)."""
         return matched_budget(self.rows, int(self.cfg.get("eval_every_env_steps") or 0))
 
     def runs(self) -> list[tuple[str, str, int, Path]]:
@@ -407,8 +408,10 @@ def _headline_section(b: Bench) -> list[str]:
           "(a DAPO run that spent its rollout budget stops early). *Area under curve*: the mean height of the run's "
           f"eval curve over updates 0–{cfg['updates']}. "
           + (f"*At N env steps*: the first evaluation after the run had played N training env steps, N being the "
-             f"largest multiple of `eval_every_env_steps` = {cfg['eval_every_env_steps']} that every run reached; "
-             "this compares the algorithms at matched experience."
+             f"largest multiple of `eval_every_env_steps` = {cfg['eval_every_env_steps']} that at least half the runs "
+             "of every algorithm reached; this compares the algorithms at matched experience. A run that finished "
+             "all its updates before N (a policy that wins early plays short episodes) carries its last evaluation "
+             "forward, at the fewer env steps it played, as in the sample-efficiency curves."
              if b.budgets else _no_budget_reason(cfg)), "", _metric_reason(b)]
     metrics = [b.metric] + [m for m in (GREEDY, SAMPLED) if m != b.metric and any(m in r for r in b.rows)]
     for metric in metrics:

@@ -141,7 +141,7 @@ def test_compare_resolves_a_clear_gap_and_not_noise():
     assert noise.needed == seeds_needed(noise.diff, pooled_sd([0.2, 0.8, 0.5, 0.3, 0.6], [0.4, 0.7, 0.1, 0.5, 0.6]))
 
 
-def test_matched_budget_is_the_largest_multiple_every_run_reached():
+def test_matched_budget_is_the_largest_multiple_half_of_every_algorithms_runs_reached():
     rows = [{"env": "E", "algo": a, "seed": s, "split": "s", "update": u, "env_steps": n, "success_rate": y}
             for a, s, u, n, y in (("grpo", 0, 0, 0, 0.0), ("grpo", 0, 9, 512, 0.5),
                                   ("dapo", 0, 0, 0, 0.0), ("dapo", 0, 4, 300, 0.25), ("dapo", 0, 9, 1400, 1.0))]
@@ -151,6 +151,14 @@ def test_matched_budget_is_the_largest_multiple_every_run_reached():
     assert matched_budget(rows + [{"env": "E", "algo": "old", "seed": 0, "split": "s", "update": 9}], 100) == {}
     at = scores_at_budget(rows, "s", "success_rate", 250)
     assert at == {("E", "grpo", 0): (0.5, 512), ("E", "dapo", 0): (0.25, 300)}
+    # Two more GRPO runs, one finished early at 180 env steps (it won fast): half of GRPO's runs still reach 500,
+    # and at 500 the short run carries its last evaluation forward, at the env steps it played.
+    more = [{"env": "E", "algo": "grpo", "seed": s, "split": "s", "update": u, "env_steps": n, "success_rate": y}
+            for s, u, n, y in ((1, 0, 0, 0.0), (1, 9, 180, 1.0), (2, 0, 0, 0.0), (2, 9, 640, 0.75))]
+    assert matched_budget(rows + more, 100) == {"E": 500}
+    at = scores_at_budget(rows + more, "s", "success_rate", 500)
+    assert at[("E", "grpo", 1)] == (1.0, 180) and at[("E", "grpo", 2)] == (0.75, 640) and len(at) == 4
+    assert matched_budget(rows + more[:2], 100) == {"E": 100}  # 1 of 2 GRPO runs is not "at least half" above 500
 
 
 # ------------------------------------------------------------------------------------------- against rliable
