@@ -6,7 +6,6 @@ a package version the lock does not name fails CI, wherever it came from.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import sysconfig
@@ -14,14 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_lock_module():
-    spec = importlib.util.spec_from_file_location("empg_gym_lock_script", ROOT / "scripts" / "lock.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("lock", "empg_gym_lock_script")
 
 
 def in_verl_venv() -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,15 +9,13 @@ import pytest
 from empg_gym.agents.algorithms import AlgorithmConfig, EMPGConfig
 from empg_gym.agents.algorithms.config import NAME_CHECKS
 from empg_gym.errors import ConfigError
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("import_cycles", ROOT / "scripts" / "import_cycles.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("import_cycles")
 
 
 def test_no_import_cycle_among_the_algorithm_modules():

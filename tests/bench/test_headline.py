@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import shutil
 import sys
@@ -15,16 +14,12 @@ from empg_gym.bench import get_preset, run_bench
 from empg_gym.bench.records import RESULT, run_dir
 from empg_gym.cli import bench_config, build_parser
 from tests.bench.test_bench import _bench
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def headline():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "headline.py"
-    spec = importlib.util.spec_from_file_location("headline", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["headline"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
+    yield load_script("headline")
     del sys.modules["headline"]
 
 

@@ -13,6 +13,7 @@ from empg_gym.bench.sweep import Target, parse_sweep, resolve_key, settings, var
 from empg_gym.cli import main
 from empg_gym.errors import ConfigError
 from tests.bench.test_bench import TINY
+from tests.scripts import load_script
 
 
 def test_keys_resolve_to_the_config_that_has_them():
@@ -88,15 +89,11 @@ def test_sweep_of_two_settings_writes_two_rows_per_seed_and_split(tmp_path):
 def test_the_research_benches_are_valid_variants_of_the_quick_preset():
     """scripts/empg_research.py's four benches parse, validate every run's config, and say their budget is not the
     preset's."""
-    import importlib.util
     from pathlib import Path
 
     from empg_gym.cli import bench_config, build_parser
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / "empg_research.py"
-    spec = importlib.util.spec_from_file_location("empg_research", path)
-    research = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(research)
+    research = load_script("empg_research")
     labels = {name: bench_config(build_parser().parse_args(research.command(name, Path("out"), "0,1", None))).labels
               for name in research.EXPERIMENTS}
     assert labels == {
