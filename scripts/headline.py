@@ -8,7 +8,9 @@ at updates 0, 15, 30 and every 10,000 training env steps):
    halves beside it (``empg-g``: the confidence scale only; ``empg-f``: the future-clarity bonus only) so that the
    answer says which half carries any effect.
 2. ``hard``: EMPG over DAPO vs DAPO (paper: 80.8 → 88.1) on EMPG-KeyRoomsHard-v0, where every training layout has 2
-   or 3 doors: on KeyRooms DAPO's final success is at the ceiling, so a gain could not show there.
+   or 3 doors: on KeyRooms DAPO's final success is at the ceiling, so a gain could not show there. (Measured: with 30
+   updates DAPO reaches the ceiling on KeyRoomsHard too; only the matched env-step budget, early in training, can
+   show a difference there.)
 
 Each comparison is scored as the bench report scores it: one sampled-success score per run and eval split, at the
 last update and at the largest env-step budget every run reached (DAPO plays up to 3 rollout batches per update);
@@ -68,7 +70,7 @@ QUESTIONS = {
     "keyrooms": Question("EMPG vs GRPO, and which half of EMPG carries the effect", "EMPG-KeyRooms-v0",
                          ("grpo", "empg", "empg-g", "empg-f"),
                          (("empg", "grpo"), ("empg-g", "grpo"), ("empg-f", "grpo"))),
-    "hard": Question("EMPG over DAPO vs DAPO, where DAPO is not at the ceiling", "EMPG-KeyRoomsHard-v0",
+    "hard": Question("EMPG over DAPO vs DAPO on the harder KeyRooms", "EMPG-KeyRoomsHard-v0",
                      ("dapo", "empg-dapo"), (("empg-dapo", "dapo"),)),
 }
 
