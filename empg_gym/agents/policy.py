@@ -517,12 +517,10 @@ class LLMPolicy:
         # Rows whose inputs agree up to their last response token get the same logits (the last token is only a
         # target): run the model once per distinct row when its forward pass is a pure function of the input.
         rows, index = _distinct_rows(prompts, responses) if _deterministic(net) else (list(range(len(prompts))), None)
-        n, t_max = len(prompts), max(r.numel() for r in responses)
-        targets = torch.full((n, t_max), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, t_max), dtype=torch.bool)
-        for i, r in enumerate(responses):
-            targets[i, : r.numel()] = r
-            mask[i, : r.numel()] = True
+        lengths = torch.tensor([r.numel() for r in responses])
+        t_max = int(lengths.max())
+        targets = torch.nn.utils.rnn.pad_sequence(responses, batch_first=True, padding_value=self.pad_token_id)
+        mask = torch.arange(t_max) < lengths[:, None]
         prompt_part, prompt_attention = _left_pad([prompts[i] for i in rows], self.pad_token_id)
         # Column P_max - 1 + t predicts response token t, so the last response column is only ever a target: it is
         # left out of the input (under causal attention it changes no earlier column), and the last T_max columns
@@ -814,12 +812,10 @@ def _distinct_rows(
 def _left_pad(prompt_ids: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(input_ids, attention_mask)``, both ``(N, P_max)``, with every prompt ending at the last column."""
     torch = _torch()
-    width = max(p.numel() for p in prompt_ids)
-    input_ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-    for i, p in enumerate(prompt_ids):
-        input_ids[i, width - p.numel() :] = p
-        attention[i, width - p.numel() :] = 1
+    lengths = torch.tensor([p.numel() for p in prompt_ids])
+    input_ids = torch.nn.utils.rnn.pad_sequence(prompt_ids, batch_first=True, padding_value=pad_id,
+                                                padding_side="left").long()
+    attention = (torch.arange(input_ids.shape[1]) >= input_ids.shape[1] - lengths[:, None]).long()
     return input_ids, attention
 
 

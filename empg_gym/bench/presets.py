@@ -46,7 +46,7 @@ class BenchConfig:
             up to ``max_resample_batches`` rollout batches per update); the report compares the algorithms at the
             largest budget at least half of every algorithm's runs reached (the others, having finished with fewer
             env steps, carry their last evaluation forward).
-        processes: Runs trained at a time, each in a fresh worker process (0: one after another in this process).
+        processes: Runs trained at a time, each in a worker process (0: one after another in this process).
         threads_per_process: Torch threads of each worker (``None``: the CPU count divided by ``processes``).
         runs_per_worker: Runs a worker process trains before a fresh one replaces it (0: no limit; a worker's
             imports cost about 5 CPU-s, a seventh of a quick-preset run).
@@ -195,6 +195,51 @@ class BenchConfig:
     def replace(self, **changes: Any) -> BenchConfig:
         """Return a copy with ``changes`` (``None`` values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+#: The fields a finished run's results depend on besides its env, algorithm and seed. A bench folder's runs belong
+#: to one value of each: a rerun into the folder may add envs, algorithms and seeds, never change these.
+RUN_SETTINGS = ("updates", "eval_splits", "eval_tasks", "eval_samples", "task_type", "train", "eval_every",
+                "eval_every_env_steps")
+
+
+def run_settings(config: BenchConfig | Mapping[str, Any]) -> dict[str, str]:
+    """Return the :data:`RUN_SETTINGS` of a :class:`BenchConfig` or of a ``bench.json`` config, each as canonical JSON.
+
+    Two benches can share finished runs exactly when these are equal.
+
+    Example:
+        >>> run_settings(get_preset("study")) == run_settings(dataclasses.replace(get_preset("study"), seeds=(7,)))
+        True
+        >>> run_settings(get_preset("study"))["updates"]
+        '30'
+    """
+    fields_ = config.__dict__ if isinstance(config, BenchConfig) else config
+    return {k: json.dumps(fields_.get(k), sort_keys=True, default=lambda v: list(v) if isinstance(v, tuple)
+                          else dict(v) if isinstance(v, Mapping) else str(v)) for k in RUN_SETTINGS}
+
+
+def check_same_runs(folder: Path, config: BenchConfig) -> None:
+    """Raise :class:`ConfigError` when ``folder`` holds a bench whose :data:`RUN_SETTINGS` differ from ``config``'s.
+
+    Finished runs are skipped on a rerun, so without this check a changed budget or evaluation would report the old
+    runs as the new bench's. A field the old ``bench.json`` lacks (an older version wrote it) is not compared.
+    """
+    meta = folder / "bench.json"
+    if not meta.is_file():
+        return
+    try:
+        old = json.loads(meta.read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{meta} is not a bench.json this version can read ({e}); use a new output folder.") from e
+    before, now = run_settings(old), run_settings(config)
+    changed = [f"{k}: {before[k]} -> {now[k]}" for k in RUN_SETTINGS if k in old and before[k] != now[k]]
+    if changed:
+        raise ConfigError(
+            f"{folder} holds the runs of a bench with other settings ({'; '.join(changed)}), and a rerun would "
+            "report them as this bench's. Write to a new output folder, or continue that bench with "
+            f"--config {meta}."
+        )
 
 
 def _block(key: str) -> str:

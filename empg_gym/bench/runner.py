@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from empg_gym.bench.presets import BenchConfig
+from empg_gym.bench.presets import BenchConfig, check_same_runs
 from empg_gym.bench.records import (
     BASE_COLUMNS,
     DIAGNOSTICS,
@@ -65,6 +65,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, log: Callable[[str], None
     from empg_gym.bench.report import write_report
 
     out = Path(out)
+    check_same_runs(out, config)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(bench_metadata(config), indent=1, default=str), encoding="utf-8")
     t_start = time.perf_counter()
@@ -73,6 +74,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, log: Callable[[str], None
     check = config.pipeline()
     if check is not None:
         log("pipeline check: " + (check.budget_note or f"{len(check.algos)} runs"))
+        check_same_runs(out / PIPELINE, check)
         (out / PIPELINE).mkdir(exist_ok=True)
         (out / PIPELINE / "bench.json").write_text(json.dumps(bench_metadata(check), indent=1, default=str),
                                                    encoding="utf-8")

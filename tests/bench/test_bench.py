@@ -12,6 +12,7 @@ import pytest
 
 from empg_gym.agents.per_type import per_type_lines
 from empg_gym.bench import BenchConfig, get_preset, run_bench
+from empg_gym.bench.presets import check_same_runs
 from empg_gym.bench.records import final_scores, matched_budget, read_jsonl, scores_at_budget
 from empg_gym.bench.report import (
     aggregates,
@@ -198,6 +199,19 @@ def test_rerun_skips_finished_runs(bench_out):
     run_bench(_bench(seeds=(0, 1, 2), eval_every=1, eval_every_env_steps=50), out, log=lines.append)
     assert sum("skipped" in ln for ln in lines) == 6 and not any("training" in ln for ln in lines)
     assert (out / "results.csv").read_text() == before
+
+
+def test_rerun_with_other_run_settings_is_refused_and_keeps_the_folder(bench_out):
+    out, _, _ = bench_out
+    before = {f: (out / f).read_text() for f in ("bench.json", "results.csv")}
+    for changed in ({"updates": 3}, {"eval_samples": 2}, {"train": {**TINY, "lr": 1e-3}}):
+        cfg = _bench(seeds=(0, 1, 2), eval_every=1, eval_every_env_steps=50, **changed)
+        with pytest.raises(ConfigError, match=f"other settings \\({next(iter(changed))}: .* -> "):
+            run_bench(cfg, out, log=lambda _: None)
+    assert {f: (out / f).read_text() for f in before} == before
+    # more seeds and algorithms in the same folder are a continuation, not a change
+    check_same_runs(out, _bench(seeds=(0, 1, 2, 3), algos=("grpo", "empg", "dapo"), eval_every=1,
+                                eval_every_env_steps=50))
 
 
 def test_interrupted_bench_resumes(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from empg_gym.bench import get_preset, run_bench
+from empg_gym.bench.presets import RUN_SETTINGS
 from empg_gym.bench.records import RESULT, run_dir
 from empg_gym.cli import bench_config, build_parser
 from tests.bench.test_bench import _bench
@@ -28,11 +29,13 @@ def test_the_headline_benches_are_study_variants(headline):
     for name, q in headline.QUESTIONS.items():
         cfg = bench_config(build_parser().parse_args(headline.command(name, Path("out"), "0,1")))
         assert cfg.envs == (q.env,) and cfg.labels == q.algos and cfg.seeds == (0, 1)
-        assert (cfg.updates, cfg.train, cfg.eval_every_env_steps) == (study.updates, study.train,
-                                                                       study.eval_every_env_steps)
+        assert (cfg.train, cfg.eval_every_env_steps) == (study.train, study.eval_every_env_steps)
+        assert cfg.updates == (q.updates or study.updates)
         assert all(x in q.algos and y in q.algos for x, y in q.pairs)
     assert headline.QUESTIONS["keyrooms"].pairs[0] == ("empg", "grpo")
+    assert len(headline.QUESTIONS["keyrooms"].seeds) == 60
     assert headline.QUESTIONS["hard"].pairs == (("empg-dapo", "dapo"),)
+    assert headline.QUESTIONS["hard"].updates == 10  # DAPO is at the ceiling there after the study's 30
 
 
 def test_answer_and_reuse_on_a_small_real_bench(headline, tmp_path):
@@ -52,7 +55,7 @@ def test_answer_and_reuse_on_a_small_real_bench(headline, tmp_path):
         meta = json.loads((tmp_path / "src" / "bench.json").read_text())
         study = get_preset("study")
         meta["config"].update({k: (list(v) if isinstance(v, tuple) else v) for k, v in study.__dict__.items()
-                               if k in headline.SAME})
+                               if k in RUN_SETTINGS})
         (tmp_path / "src" / "bench.json").write_text(json.dumps(meta))
         shutil.rmtree(run_dir(tmp_path / "src", "EMPG-KeyDoor-v0", "grpo", 1))  # seed 1 never finished there
         assert headline.reuse("t", tmp_path / "out", tmp_path / "src", [0, 1]) == 1
