@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bench", help="train several algorithms side by side and write a report")
-    p.add_argument("--preset", default=None, help="quick (2 CPU cores, ~10 min), study (2 CPU cores, ~40 min: "
+    p.add_argument("--preset", default=None, help="quick (2 CPU cores, ~10 min), study (2 CPU cores, ~30 min: "
                    "30 seeds), pipeline (SmolLM2 on ALFWorld, ~3 min) or paper (GPU)")
     p.add_argument("--envs", default=None, help="comma-separated env ids")
     p.add_argument("--algos", default=None, help="comma-separated algorithms, e.g. grpo,dapo,empg")

@@ -158,8 +158,10 @@ def write_doc(out: Path, doc: Path) -> None:
     md = ["# The headline answer: does EMPG beat its base on the CPU testbed?", "",
           "<!-- Written by scripts/headline.py; every number comes from the benches' results.csv. -->", "",
           "Scores are sampled success (each of the 100 tasks of a split played 4 times with sampling), "
-          "one per run and split. *Final*: at the run's last update; *matched*: at the largest env-step budget every "
-          "run of the bench reached. P(X > Y): the chance that a random run of X scores above a random run of Y, "
+          "one per run and split. *Final*: at the run's last update; *at N env steps*: at the largest multiple of "
+          "the evaluation's env-step interval that at least half of every algorithm's runs reached (a run that "
+          "finished below it counts with its last evaluation). P(X > Y): the chance that a random run of X scores "
+          "above a random run of Y, "
           "with its stratified-bootstrap 95% CI; the verdict says X > Y only when the CI lies above 1/2.", ""]
     for name, q in QUESTIONS.items():
         folder = out / name

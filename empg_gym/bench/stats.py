@@ -275,6 +275,10 @@ def compare(x: str, scores_x: Sequence[float], y: str, scores_y: Sequence[float]
                       seeds_needed(diff, pooled_sd(scores_x, scores_y)), (len(scores_x), len(scores_y)))
 
 
+#: Above this many seeds per algorithm a verdict says "over FAR" instead of the count.
+FAR = 10_000
+
+
 def verdict(c: Comparison) -> str:
     """Return the verdict of a comparison.
 
@@ -290,6 +294,8 @@ def verdict(c: Comparison) -> str:
         'unresolved (no difference observed)'
         >>> verdict(Comparison("a", "b", 0.7, 0.49, 0.9, 0.4, 4, (5, 5)))
         'unresolved (needs more than the 5 seeds per algorithm run)'
+        >>> verdict(Comparison("a", "b", 0.5, 0.36, 0.65, 0.0001, 1330136, (30, 30)))
+        'unresolved (needs over 10,000 seeds per algorithm)'
     """
     if c.low > 0.5:
         return f"{c.x} > {c.y}"
@@ -299,4 +305,6 @@ def verdict(c: Comparison) -> str:
         return "unresolved (no difference observed)"
     if c.needed <= max(c.runs):  # the normal approximation is optimistic for these runs
         return f"unresolved (needs more than the {max(c.runs)} seeds per algorithm run)"
+    if c.needed > FAR:  # a difference this small is no effect to chase; the exact count says nothing more
+        return f"unresolved (needs over {FAR:,} seeds per algorithm)"
     return f"unresolved (needs ~{c.needed} seeds per algorithm)"

@@ -8,6 +8,7 @@ import json
 import re
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 from empg_gym.agents.per_type import per_type_lines
@@ -153,6 +154,9 @@ def test_entropy_bins_count_steps_and_outcomes():
     bins = entropy_bins([0.0, 0.5, 1.0, 1.5, 2.0], [1, 1, 0, 0, 1], bins=2)
     assert [(n, rate) for _, _, n, rate in bins] == [(2, 1.0), (3, 1 / 3)]
     assert entropy_bins([], []) == []
+    assert entropy_bins(np.array([0.0, 2.0]), np.array([0.0, 1.0]), bins=2) == [(0.0, 1.0, 1, 0.0), (1.0, 2.0, 1, 1.0)]
+    with pytest.raises(ValueError, match="2 entropies but 1 outcomes"):
+        entropy_bins([0.0, 1.0], [1])
 
 
 def test_applied_updates_count_only_updates_that_changed_the_policy(tmp_path, bench_out):
