@@ -29,6 +29,7 @@ import gymnasium as gym
 import empg_gym
 from empg_gym.registration import REGISTERED
 from empg_gym.tasks import SPLITS
+from empg_gym.viewer import MAX_EPISODES
 
 
 def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
@@ -274,7 +275,7 @@ def _write_viewer(folder: Any, out: TextIO) -> Any:
 def _cmd_view(args: argparse.Namespace, out: TextIO) -> int:
     from empg_gym.viewer import write_viewer
 
-    path = write_viewer(args.folder, args.out)
+    path = write_viewer(args.folder, args.out, args.max_episodes)
     out.write(f"{path.resolve()}\n")
     return 0
 
@@ -392,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("view", help="write one self-contained HTML page of a bench's, train run's or eval's episodes")
     p.add_argument("folder", help="a folder written by `empg-gym bench`, `train` or `eval --out`")
     p.add_argument("--out", default=None, help="the HTML file to write (default FOLDER/viewer.html)")
+    p.add_argument("--max-episodes", type=int, default=MAX_EPISODES,
+                   help="at most this many episodes, shared equally by the runs (0: every episode; default "
+                        "%(default)s: a big bench's last evaluations first)")
     p.set_defaults(func=_cmd_view)
 
     p = sub.add_parser("export-verl", help="write a split as verl RL-dataset rows (parquet) for the empg_gym agent loop")

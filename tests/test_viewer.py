@@ -71,6 +71,36 @@ def test_viewer_data_gathers_every_episode(tmp_path):
     assert len(data["strings"]) < 40  # repeated texts are stored once
 
 
+def test_a_big_bench_keeps_each_runs_last_evaluation_first_and_says_what_it_left_out(tmp_path):
+    bench = make_bench(tmp_path)
+    for run in (bench / "runs" / ENV).glob("*/seed*"):  # an earlier evaluation, and sampled episodes in the last
+        _jsonl(run / "eval_eval_in_distribution_update2.jsonl",
+               [{"task_id": f"early-{i}", "won": False, "length": 1, "steps": [_step("x")]} for i in range(5)])
+        for split in ("eval_in_distribution", "eval_out_of_distribution"):
+            path = run / f"eval_{split}.jsonl"
+            rows = [json.loads(ln) for ln in path.read_text().splitlines()]
+            _jsonl(path, rows + [{**r, "mode": "sampled"} for r in rows[:10]])
+    total = 4 * (2 * 40 + 8 + 5)
+    full = viewer_data(bench, max_episodes=0)
+    assert len(full["episodes"]) == total and full["omitted"] == 0 and full["per_run"] is None
+    data = viewer_data(bench, max_episodes=4 * 70)  # 70 per run: 60 greedy final episodes, then 10 of the rest
+    assert len(data["episodes"]) == 4 * 70 and data["omitted"] == total - 4 * 70 and data["per_run"] == 70
+    for run in range(4):
+        eps = [e for e in data["episodes"] if e["run"] == run]
+        final = [e for e in eps if e["kind"] == "eval" and e["update"] == 4]
+        assert len(final) == 70 and {e["split"] for e in final if e["mode"] == "greedy"} == {
+            "eval_in_distribution", "eval_out_of_distribution"}
+        assert sum(e["mode"] == "greedy" for e in final) == 60  # every greedy one, from both splits
+        assert not [e for e in eps if e["kind"] == "train" or e["update"] == 2]  # no budget left for those
+    small = viewer_data(bench, max_episodes=4 * 90)  # 90: the final 80, the 8 rollouts, 2 of the earlier eval
+    kinds = [(e["kind"], e["update"]) for e in small["episodes"] if e["run"] == 0]
+    assert kinds.count(("train", 1)) == 2 and sum(k == ("eval", 2) for k in kinds) == 2 and len(kinds) == 90
+    html = page(data)
+    assert f'"omitted":{total - 4 * 70}' in html  # the page's summary line reads it
+    with pytest.raises(ConfigError, match="max_episodes=-1"):
+        viewer_data(bench, max_episodes=-1)
+
+
 def test_a_bench_pipeline_check_shows_as_its_own_runs(tmp_path):
     (tmp_path / "pipeline").mkdir()
     make_bench(tmp_path / "pipeline", n_eval=2)

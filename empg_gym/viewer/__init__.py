@@ -8,6 +8,11 @@ as JSON in a ``<script type="application/json">`` block (every ``<``, ``>`` and 
 the block), rendered by the page with ``textContent`` only, 50 episodes a page. Repeated texts (observations,
 responses, actions, goals) are stored once.
 
+A page holds at most :data:`MAX_EPISODES` episodes, shared equally by the runs: each run's last evaluation first
+(greedy episodes before sampled ones), then its training rollouts, then its earlier evaluations, latest first. A
+120-run ``study`` bench logs about 600,000 episodes, whose page would be ~190 MB and take minutes and gigabytes to
+write; the page says how many it left out, and ``empg-gym view RUN_FOLDER`` shows every episode of one run.
+
 Example:
     >>> import json, tempfile
     >>> from pathlib import Path
@@ -29,7 +34,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import defaultdict
 from importlib import resources
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,8 @@ _EVAL_LOG = re.compile(r"^eval_(?P<split>.+?)(?:_update(?P<update>\d+))?\.jsonl$
 STEP_FIELDS = ("observation", "response", "action", "format_valid", "action_valid", "reward", "H", "g", "f",
                "advantage")
 _TEXT_FIELDS = ("observation", "response", "action")
+#: The most episodes one page holds (``None`` or 0 in :func:`viewer_data`: no limit).
+MAX_EPISODES = 50_000
 
 
 class _Strings:
@@ -122,29 +131,68 @@ def _episode(ep: dict[str, Any], run: int, kind: str, split: str, update: int | 
             "steps": steps}
 
 
-def viewer_data(folder: str | Path) -> dict[str, Any]:
-    """Return the page's data for the runs under ``folder``: runs, episodes and the string table."""
+def viewer_data(folder: str | Path, max_episodes: int | None = MAX_EPISODES) -> dict[str, Any]:
+    """Return the page's data for the runs under ``folder``: runs, episodes, the string table and what was left out.
+
+    Args:
+        folder: A bench, ``train`` or ``eval --out`` folder.
+        max_episodes: At most this many episodes, each run getting an equal share (``None`` or 0: every episode).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder; pass a bench, train or eval output folder.")
+    if max_episodes is not None and max_episodes < 0:
+        raise ConfigError(f"max_episodes={max_episodes} must be >= 0 (0 or None: no limit).")
     strings = _Strings()
     runs = _runs(folder)
-    episodes = []
+    per_run = -(-max_episodes // max(len(runs), 1)) if max_episodes else None
+    episodes: list[dict[str, Any]] = []
+    omitted = 0
     for i, run in enumerate(runs):
-        d: Path = run["dir"]
-        final = _final_update(d)
-        for path in sorted(d.glob("eval_*.jsonl")):
-            m = _EVAL_LOG.match(path.name)
-            if m is None:
-                continue
-            update = int(m["update"]) if m["update"] is not None else final
-            episodes += [_episode(ep, i, "eval", m["split"], update, strings) for ep in _read_jsonl(path)]
-        if (d / "rollouts.jsonl").is_file():
-            episodes += [_episode(ep, i, "train", "train", ep.get("update"), strings)
-                         for ep in _read_jsonl(d / "rollouts.jsonl")]
+        kept, left_out = _run_episodes(run["dir"], i, strings, per_run)
+        episodes += kept
+        omitted += left_out
     return {"source": folder.name, "fields": list(STEP_FIELDS), "strings": strings.table,
             "runs": [{k: (str(v.relative_to(folder)) if k == "dir" else v) for k, v in r.items()} for r in runs],
-            "episodes": episodes}
+            "episodes": episodes, "omitted": omitted, "per_run": per_run}
+
+
+def _run_episodes(d: Path, run: int, strings: _Strings, budget: int | None) -> tuple[list[dict[str, Any]], int]:
+    """Return one run's episodes, at most ``budget`` (in the module docstring's priority), and how many it left out.
+
+    A log wholly past the budget is counted, not parsed.
+    """
+    final = _final_update(d)
+    sources: list[tuple[str, str, int | None, Path]] = []  # (kind, split, update, log), in the page's order
+    for path in sorted(d.glob("eval_*.jsonl")):
+        m = _EVAL_LOG.match(path.name)
+        if m is not None:
+            sources.append(("eval", m["split"], int(m["update"]) if m["update"] is not None else final, path))
+    if (d / "rollouts.jsonl").is_file():
+        sources.append(("train", "train", None, d / "rollouts.jsonl"))
+
+    def rank(src: tuple[str, str, int | None, Path]) -> tuple[int, int]:
+        kind, _, update, _ = src
+        return (0 if kind == "eval" and update == final else 1 if kind == "train" else 2), -(update or 0)
+
+    kept: dict[Path, list[dict[str, Any]]] = defaultdict(list)
+    left, omitted = budget, 0
+    for _, tier in groupby(sorted(sources, key=rank), key=rank):  # a tier: e.g. the last evaluation of every split
+        paths = [src[3] for src in tier]
+        if left is not None and left <= 0:
+            omitted += sum(1 for path in paths for ln in path.open(encoding="utf-8") if ln.strip())
+            continue
+        eps = [(path, ep) for path in paths for ep in _read_jsonl(path)]
+        if left is not None:
+            if len(eps) > left:  # greedy episodes of every split first; a stable sort keeps the files' order
+                eps.sort(key=lambda pe: pe[1].get("mode", "greedy") != "greedy")
+                omitted += len(eps) - left
+                eps = eps[:left]
+            left -= len(eps)
+        for path, ep in eps:
+            kept[path].append(ep)
+    return [_episode(ep, run, kind, split, ep.get("update") if kind == "train" else update, strings)
+            for kind, split, update, path in sources for ep in kept.get(path, [])], omitted
 
 
 def _asset(name: str) -> str:
@@ -208,9 +256,13 @@ def page(data: dict[str, Any]) -> str:
     return _PLACEHOLDER.sub(lambda m: parts[m.group(0)], _asset("page.html"))
 
 
-def write_viewer(folder: str | Path, path: str | Path | None = None) -> Path:
-    """Write the viewer of the runs under ``folder`` to ``path`` (default ``folder/viewer.html``); return it."""
+def write_viewer(folder: str | Path, path: str | Path | None = None,
+                 max_episodes: int | None = MAX_EPISODES) -> Path:
+    """Write the viewer of the runs under ``folder`` to ``path`` (default ``folder/viewer.html``); return it.
+
+    ``max_episodes``: see :func:`viewer_data`.
+    """
     folder = Path(folder)
     out = Path(path) if path is not None else folder / VIEWER
-    out.write_text(page(viewer_data(folder)), encoding="utf-8")
+    out.write_text(page(viewer_data(folder, max_episodes)), encoding="utf-8")
     return out

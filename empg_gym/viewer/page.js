@@ -197,7 +197,10 @@
   const nEval = episodes.filter((e) => e.kind === "eval").length;
   $("title").textContent = "empg-gym episodes: " + data.source;
   $("summary").textContent = `${episodes.length} episodes from ${runs.length} run(s): ${nEval} evaluated, ` +
-    `${episodes.length - nEval} sampled training rollouts (H, g, f, advantage per step).`;
+    `${episodes.length - nEval} sampled training rollouts (H, g, f, advantage per step).` +
+    (data.omitted ? ` ${data.omitted} more were left out to keep this page small (at most ${data.per_run} per ` +
+      "run: its last evaluation first, then its training rollouts, then earlier evaluations); " +
+      "`empg-gym view RUN_FOLDER` shows every episode of one run." : "");
   for (const id of ["f-env", "f-algo", "f-seed", "f-kind", "f-split", "f-type", "f-outcome", "f-update", "f-colour",
                     "f-side", "f-side-a", "f-side-b"]) {
     $(id).addEventListener("change", () => { page = 0; render(); });
