@@ -31,14 +31,12 @@ settings match the question's exactly (``bench.json``), e.g. the ``study`` prese
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from empg_gym.bench import get_preset
 from empg_gym.bench.presets import RUN_SETTINGS, run_settings
 from empg_gym.bench.records import (
     RESULT,
@@ -50,7 +48,7 @@ from empg_gym.bench.records import (
     scores_at_budget,
 )
 from empg_gym.bench.stats import compare, verdict
-from empg_gym.cli import main
+from empg_gym.cli import bench_config, build_parser, main
 
 SPLITS = {"eval_in_distribution": "ID", "eval_out_of_distribution": "OOD"}
 METRIC = "success_sampled"
@@ -92,8 +90,7 @@ def reuse(name: str, out: Path, source: Path, seeds: list[int]) -> int:
     if not meta.is_file():
         raise SystemExit(f"--reuse {source}: no bench.json there (not a bench folder).")
     q = QUESTIONS[name]
-    preset = get_preset("study")
-    wanted = run_settings(preset if q.updates is None else dataclasses.replace(preset, updates=q.updates))
+    wanted = run_settings(bench_config(build_parser().parse_args(command(name, out, "0"))))  # the question's bench
     have = run_settings(json.loads(meta.read_text(encoding="utf-8"))["config"])
     if have != wanted:
         diff = [k for k in RUN_SETTINGS if have[k] != wanted[k]]

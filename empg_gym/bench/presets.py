@@ -215,8 +215,8 @@ def run_settings(config: BenchConfig | Mapping[str, Any]) -> dict[str, str]:
         '30'
     """
     fields_ = config.__dict__ if isinstance(config, BenchConfig) else config
-    return {k: json.dumps(fields_.get(k), sort_keys=True, default=lambda v: list(v) if isinstance(v, tuple)
-                          else dict(v) if isinstance(v, Mapping) else str(v)) for k in RUN_SETTINGS}
+    return {k: json.dumps(fields_.get(k), sort_keys=True, default=lambda v: dict(v) if isinstance(v, Mapping)
+                          else str(v)) for k in RUN_SETTINGS}
 
 
 def check_same_runs(folder: Path, config: BenchConfig) -> None:
