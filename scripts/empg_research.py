@@ -1,133 +1,256 @@
-"""Regenerate docs/empg_research.md: EMPG's open questions on the quick preset's task, on CPU (issue #16).
+"""Regenerate docs/empg_research.md: EMPG's open questions at the ``study`` preset's size, on CPU (issues #16, #22).
 
-Four benches, each an ``empg-gym bench`` command on the ``quick`` preset's settings (EMPG-KeyRooms-v0, the tiny
-action-token policy; see ``empg_gym/bench/presets.py``), with the seeds of ``--seeds``:
+Every bench is an ``empg-gym bench --preset study`` command on EMPG-KeyRooms-v0 (the tiny action-token policy, 30
+updates of 8 tasks × 8 trajectories, every task of both eval splits played greedily and 4 times sampled), and every
+comparison is scored as the bench report and ``scripts/headline.py`` score it: one sampled-success score per run
+and eval split, at the last update and at the matched env-step budget; ``P(X > Y)`` with its stratified-bootstrap
+95% CI; "X > Y" only when the CI excludes 1/2, else unresolved with the seeds per algorithm the observed difference
+and spread would need at 80% power.
 
-1. ``ablation``: which half of EMPG matters: GRPO, EMPG with the confidence scale only (``empg-g``), with the
-   future-clarity bonus only (``empg-f``), and both (``empg``).
+1. ``ablation``: which half of EMPG matters: GRPO, EMPG with the confidence scale only (``empg-g``: ``zeta = 0``),
+   with the future-clarity bonus only (``empg-f``: ``k = 0``), and both (``empg``). Seeds 0-59, the headline's.
 2. ``uncertainty``: EMPG with Shannon entropy (the paper's) against Rényi-2 entropy as the step uncertainty.
 3. ``dense``: sparse outcome against dense potential-based rewards (per-step returns), for GRPO and EMPG.
-4. ``grid``: EMPG's ``k`` (the confidence scale's sharpness) × ``zeta`` (the bonus weight).
+4. ``grid``: EMPG's ``k`` (the confidence scale's sharpness) × ``zeta`` (the bonus weight): k = 0.5, 1, 2 ×
+   zeta = 0, 0.05 (the default), 0.2.
 
-    python scripts/empg_research.py --out runs/research              # all four, then the report (resumable)
-    python scripts/empg_research.py --out runs/research --only grid  # one of them
+The ablation bench holds the baseline runs (``grpo``, ``empg``, ``empg-g``) that the other questions compare
+against, on the same seeds, so a setting equal to a default is trained once: the other benches train only what
+differs (``renyi2``; the dense rewards; the grid cells other than k = 1 with zeta = 0 or 0.05). New runs: 300 (of
+30 s each on a 2-core machine, 2 at a time); with ``--reuse`` of the headline's ``keyrooms`` bench the ablation
+trains none.
+
+    python scripts/empg_research.py --out runs/research --reuse runs/headline/keyrooms   # all, then the report
+    python scripts/empg_research.py --out runs/research --only grid                      # one question
     python scripts/empg_research.py --out runs/research --report-only --doc docs/empg_research.md
 
-A bench folder that is already finished is not rerun, so an interrupted run continues where it stopped. The report
-states every number as measured, from each bench's ``results.csv``.
+Confirmation on held-out seeds: a question compares many pairs on two splits and at two budgets, so at 95% each a
+few verdicts would resolve by chance where there is no difference. Every pair that resolves on the question's seeds
+is trained again on seeds 30-59, which that question did not look at (``OUT/confirm/<setting>``, the baseline runs
+are the ablation's), and the report states whether the verdict holds there.
+
+A finished run is never trained again, so an interrupted call continues where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from empg_gym.bench.records import read_jsonl, run_dir
-from empg_gym.bench.report import fmt, read_results, summary_table
-from empg_gym.cli import main
+from empg_gym.bench.questions import (
+    SPLITS,
+    bench_seeds,
+    every_env_steps,
+    pair_table,
+    resolved,
+    reuse_runs,
+    span,
+    table_header,
+)
+from empg_gym.bench.records import by_algo, final_scores, read_results
+from empg_gym.cli import bench_config, build_parser, main
 
-#: name -> (question, extra ``empg-gym bench`` arguments)
-EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
-    "ablation": ("Which half of EMPG matters: the confidence scale g, the future-clarity bonus f, or both?",
-                 ["--algos", "grpo,empg-g,empg-f,empg"]),
-    "uncertainty": ("Does another step-uncertainty signal serve EMPG better than Shannon entropy?",
-                    ["--algos", "empg", "--sweep", "uncertainty=entropy,renyi2"]),
-    "dense": ("Does EMPG still help when the reward is dense?",
-              ["--algos", "grpo,empg", "--sweep", "env.reward_mode=sparse,dense", "reward_signal=outcome,return",
-               "--sweep-mode", "zip"]),
-    "grid": ("How do k and zeta trade in-distribution against out-of-distribution success?",
-             ["--algos", "empg", "--sweep", "k=0.5,1,2", "zeta=0,0.1"]),
+ENV = "EMPG-KeyRooms-v0"
+BASELINE = "ablation"  # the bench whose grpo / empg / empg-g runs the other questions compare against
+DENSE = "[env.reward_mode=dense,reward_signal=return]"
+K_VALUES, ZETA_VALUES = (0.5, 1, 2), (0, 0.05, 0.2)
+CONFIRM_SEEDS = tuple(range(30, 60))  # held out from every question but the ablation, whose runs have them all
+
+
+def grid_label(k: float, zeta: float) -> str:
+    """The bench label of the grid cell ``(k, zeta)``: the defaults' cells are the ablation's runs.
+
+    Example:
+        >>> grid_label(1, 0.05), grid_label(1, 0), grid_label(1, 0.2), grid_label(2, 0)
+        ('empg', 'empg-g', 'empg[zeta=0.2]', 'empg[k=2,zeta=0]')
+    """
+    if k == 1:
+        return {0.05: "empg", 0: "empg-g"}.get(zeta, f"empg[zeta={zeta:g}]")
+    return f"empg[k={k:g},zeta={zeta:g}]"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A question: its benches (folder name -> extra ``empg-gym bench`` arguments) and the pairs it compares."""
+
+    question: str
+    benches: dict[str, tuple[str, ...]]
+    pairs: tuple[tuple[str, str], ...]
+    seeds: tuple[int, ...] = tuple(range(30))
+    note: str = ""
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "ablation": Experiment(
+        "Which half of EMPG matters: the confidence scale g, the future-clarity bonus f, or both?",
+        {"ablation": ("--algos", "grpo,empg-g,empg-f,empg")},
+        (("empg", "grpo"), ("empg-g", "grpo"), ("empg-f", "grpo"), ("empg", "empg-g"), ("empg", "empg-f")),
+        seeds=tuple(range(60)),
+        note="These are the headline's runs (docs/headline.md, question 1), with the halves also compared to "
+             "the whole."),
+    "uncertainty": Experiment(
+        "Does another step-uncertainty signal serve EMPG better than Shannon entropy?",
+        {"uncertainty": ("--algos", "empg", "--sweep", "uncertainty=renyi2")},
+        (("empg[uncertainty=renyi2]", "empg"),),
+        note="`empg` is EMPG with Shannon entropy (the default), from the ablation bench."),
+    "dense": Experiment(
+        "Does EMPG still help when the reward is dense?",
+        {"dense": ("--algos", "grpo,empg", "--sweep", "env.reward_mode=dense", "reward_signal=return",
+                   "--sweep-mode", "zip")},
+        ((f"empg{DENSE}", f"grpo{DENSE}"), (f"grpo{DENSE}", "grpo"), (f"empg{DENSE}", "empg")),
+        note="`grpo` and `empg` (sparse outcome reward, the default) are the ablation bench's."),
+    "grid": Experiment(
+        "How do k and zeta trade in-distribution against out-of-distribution success?",
+        {"grid": ("--algos", "empg", "--sweep", "k=0.5,2", "zeta=0,0.05,0.2"),
+         "grid-k1": ("--algos", "empg", "--sweep", "zeta=0.2")},
+        tuple((grid_label(k, z), "empg") for k in K_VALUES for z in ZETA_VALUES if grid_label(k, z) != "empg"),
+        note="Each cell against the default (k = 1, zeta = 0.05: `empg`). The k = 1 cells with zeta = 0 and 0.05 "
+             "are the ablation's `empg-g` and `empg`; `grid-k1` trains the third."),
 }
-SPLITS = ("eval_in_distribution", "eval_out_of_distribution")
 
 
-def command(name: str, out: Path, seeds: str, processes: int | None) -> list[str]:
-    """The ``empg-gym bench`` arguments of experiment ``name``."""
-    args = ["bench", "--preset", "quick", "--no-pipeline-check", "--seeds", seeds, *EXPERIMENTS[name][1],
-            "--out", str(out / name)]
-    return args + (["--processes", str(processes)] if processes is not None else [])
+def command(bench: str, out: Path, seeds: str) -> list[str]:
+    """The ``empg-gym bench`` arguments of the bench folder ``bench``."""
+    args = next(e.benches[bench] for e in EXPERIMENTS.values() if bench in e.benches)
+    return ["bench", "--preset", "study", "--envs", ENV, *args, "--seeds", seeds, "--out", str(out / bench)]
 
 
-def table(folder: Path) -> list[str]:
-    """Per setting: the bench report's greedy success after training and change from update 0 on each split
-    (mean ± 95% CI), with the sampled training success of the last 5 updates beside it."""
-    rows = read_results(folder)
-    header, lines = summary_table(rows, list(SPLITS))
-    keep = [header.index(c) for c in ("algo", "seeds", "ID after", "ID Δ", "OOD after", "OOD Δ")]
-    md = ["| setting | seeds | ID after | ID Δ | OOD after | OOD Δ | sampled training success, last 5 updates | "
-          "updates applied |", "|---|---|---|---|---|---|---|---|"]
-    for line in lines:
-        env, algo = line[0], line[1]
-        sampled = []
-        for seed in sorted({int(r["seed"]) for r in rows if r["algo"] == algo}):
-            metrics = read_jsonl(run_dir(folder, env, algo, seed) / "metrics.jsonl")
-            tail = [m["rollout/success_rate"] for m in metrics if "rollout/success_rate" in m][-5:]
-            if tail:
-                sampled.append(sum(tail) / len(tail))
-        cells = [line[i] for i in keep] + [fmt(sampled) if sampled else "–", line[header.index("updates applied")]]
-        md.append("| " + " | ".join(cells) + " |")
+def confirm_folder(label: str) -> str:
+    """The folder (under ``OUT/confirm``) of one setting's held-out runs.
+
+    Example:
+        >>> confirm_folder("empg[k=2,zeta=0.2]")
+        'empg_k-2_zeta-0.2'
+    """
+    return re.sub(r"[^\w.-]+", "_", label.replace("=", "-")).strip("_")
+
+
+def confirm_command(label: str, out: Path, seeds: str) -> list[str]:
+    """The ``empg-gym bench`` arguments that train setting ``label`` alone (``empg[k=2,zeta=0.2]``: ``--algos empg
+    --sweep k=2 zeta=0.2``) into ``OUT/confirm``."""  # noqa: D205
+    algo, _, rest = label.partition("[")
+    sweep = rest.rstrip("]").split(",") if rest else []
+    return ["bench", "--preset", "study", "--envs", ENV, "--algos", algo, *(["--sweep", *sweep] if sweep else []),
+            "--seeds", seeds, "--out", str(out / "confirm" / confirm_folder(label))]
+
+
+def rows_of(folders: list[Path], seeds: tuple[int, ...]) -> list[dict]:
+    """The ``results.csv`` rows of the finished benches among ``folders``, on ``seeds``."""
+    rows = []
+    for folder in folders:
+        if (folder / "results.csv").is_file():
+            rows += [r for r in read_results(folder) if int(r["seed"]) in set(seeds)]
+    return rows
+
+
+def question_rows(out: Path, name: str) -> list[dict]:
+    """The ``results.csv`` rows question ``name`` reads: its own benches' and the baseline's, on its seeds."""
+    exp = EXPERIMENTS[name]
+    return rows_of([out / f for f in sorted({*exp.benches, BASELINE})], exp.seeds)
+
+
+def resolved_pairs(out: Path, name: str) -> list[tuple[str, str]]:
+    """The pairs of question ``name`` with a resolved verdict (either split, either budget) on its seeds."""
+    exp = EXPERIMENTS[name]
+    lines, _ = pair_table(question_rows(out, name), ENV, exp.pairs, every_env_steps(out / BASELINE))
+    won = {tuple(re.findall(r"`([^`]+)`", line.split("|")[1])) for line in lines if resolved([line])}
+    return [p for p in exp.pairs if p in won]
+
+
+def needs_confirming(out: Path, name: str) -> list[str]:
+    """The settings of question ``name``'s resolved pairs that are not baseline runs (those have seeds 30-59)."""
+    if set(EXPERIMENTS[name].seeds) & set(CONFIRM_SEEDS):
+        return []  # its seeds include the held-out ones: nothing is held out
+    baseline = set(EXPERIMENTS[BASELINE].benches[BASELINE][1].split(","))
+    return sorted({a for pair in resolved_pairs(out, name) for a in pair} - baseline)
+
+
+def confirmation(out: Path, name: str) -> list[str]:
+    """Markdown: the question's resolved pairs on the held-out seeds, if their runs are there."""
+    pairs = resolved_pairs(out, name)
+    if not pairs or set(EXPERIMENTS[name].seeds) & set(CONFIRM_SEEDS):
+        return []
+    labels = needs_confirming(out, name)
+    folders = [out / "confirm" / confirm_folder(a) for a in labels]
+    if not all((f / "results.csv").is_file() for f in folders):
+        return ["Held-out confirmation (seeds 30-59): not run yet.", ""]
+    rows = rows_of([*folders, out / BASELINE], CONFIRM_SEEDS)
+    lines, budget = pair_table(rows, ENV, pairs, every_env_steps(out / BASELINE))
+    held = resolved(lines)
+    cmds = [f"empg-gym {' '.join(confirm_command(a, Path('runs/research'), _seeds(CONFIRM_SEEDS)))}" for a in labels]
+    return [f"**Held-out confirmation.** The resolved pairs again, on seeds {span(CONFIRM_SEEDS)} (not looked at "
+            "above):", "", "```bash", *cmds, "```", "", *table_header(budget), *lines, "",
+            "Resolved on the held-out seeds (computed): " + ("; ".join(held) if held else "none") + ".", ""]
+
+
+def _seeds(seeds: tuple[int, ...]) -> str:
+    return ",".join(map(str, seeds))
+
+
+def grid_table(rows: list[dict]) -> list[str]:
+    """k × zeta: mean sampled success at the last update, ID / OOD, with the runs behind each cell."""
+    means = {split: {a: (sum(v) / len(v), len(v)) for a, v in by_algo(final_scores(rows, split, "success_sampled"),
+                                                                     ENV).items()} for split in SPLITS}
+    md = ["| k \\ zeta | " + " | ".join(f"{z:g}" for z in ZETA_VALUES) + " |", "|---" * (len(ZETA_VALUES) + 1) + "|"]
+    for k in K_VALUES:
+        cells = []
+        for z in ZETA_VALUES:
+            label = grid_label(k, z)
+            got = [means[s].get(label) for s in SPLITS]
+            cells.append(" / ".join(f"{m:.3f}" for m, _ in got) + f" ({got[0][1]} runs)" if all(got) else "–")
+        md.append(f"| {k:g} | " + " | ".join(cells) + " |")
     return md
 
 
-def reading(folder: Path) -> str:
-    """One sentence per split: the best setting by mean success after training, and whether its 95% CI clears the
-    others' (a difference the seeds resolve) or overlaps them."""
-    from empg_gym.bench.report import final_success, mean_ci
-
-    rows = read_results(folder)
-    parts = []
-    for split, short in zip(SPLITS, ("ID", "OOD"), strict=True):
-        stats = {algo: mean_ci(v) for (_, algo), v in final_success(rows, split).items()}
-        if len(stats) < 2:
-            continue
-        best = max(stats, key=lambda a: stats[a][0])
-        lo = stats[best][0] - stats[best][1]
-        beaten = [a for a in stats if a != best and stats[a][0] + stats[a][1] < lo]
-        others = len(stats) - 1
-        parts.append(f"{short}: highest mean `{best}` ({stats[best][0]:.3f}); its CI "
-                     + ("clears every other setting's" if len(beaten) == others else
-                        f"clears {len(beaten)} of the {others} others'" if beaten else "overlaps every other setting's"))
-    return "Reading (computed): " + "; ".join(parts) + "." if parts else ""
-
-
-def write_doc(out: Path, doc: Path, seeds: str) -> None:
+def write_doc(out: Path, doc: Path) -> None:
     """Assemble the report from the finished benches; copy their plots next to it."""
-    from empg_gym.bench import get_preset
-
-    quick = get_preset("quick")
     img = doc.parent / "img" / "empg_research"
-    img.mkdir(parents=True, exist_ok=True)
+    if img.is_dir():
+        shutil.rmtree(img)  # plots of an earlier layout must not linger
+    img.mkdir(parents=True)
     md = ["# EMPG research kit: ablations, uncertainty signals, dense rewards, a k/ζ grid", "",
           "<!-- Written by scripts/empg_research.py; every number comes from the benches' results.csv. -->", "",
-          "Regenerate (about an hour on 2 CPU cores, resumable): `python scripts/empg_research.py --out runs/research "
-          "--doc docs/empg_research.md`; each section's command reruns one bench alone. The README's "
+          "Regenerate (resumable): `python scripts/empg_research.py --out runs/research --reuse runs/headline/keyrooms "
+          "--doc docs/empg_research.md`; each section's commands rerun its benches alone. The README's "
           "[research kit](../README.md#research-kit-empgs-open-questions-as-switches) lists the switches.", "",
-          f"All runs: the `quick` preset's task and training (EMPG-KeyRooms-v0, the tiny action-token policy, "
-          f"{quick.updates} updates of {quick.train['tasks_per_update']} tasks × {quick.train['group_size']} "
-          f"trajectories, greedy evaluation on the first {quick.eval_tasks} tasks of each eval split before "
-          f"and after training), seeds {seeds}. Cells are mean ± 95% CI over seeds (Student's t); Δ is each seed's "
-          "change from the untrained policy (update 0). ID = `eval_in_distribution` (1–3 doors), OOD = "
-          "`eval_out_of_distribution` (4–6 doors).", "",
-          "How to read it: greedy success of this memoryless policy is brittle. While its entropy is still high, the "
-          "most likely action can be wrong in one state, and a greedy episode then loops there until its step budget "
-          "runs out, where sampling would have moved on: a seed can sample its way to 0.9 training success and score "
-          "0 greedily. The sampled training success (mean of the last 5 updates, the same seeds) is shown beside it "
-          "for that reason. With 5 seeds the CIs are wide; a difference is resolved only where they do not overlap.",
-          ""]
-    for name, (question, _) in EXPERIMENTS.items():
-        folder = out / name
-        if not (folder / "results.csv").is_file():
-            md += [f"## {name}", "", f"{question}", "", "Not run yet.", ""]
+          "All runs: the `study` preset on EMPG-KeyRooms-v0 (the tiny action-token policy, 30 updates of 8 tasks × 8 "
+          "trajectories; every one of the 100 tasks of each eval split played 4 times with sampling at update 0, "
+          "every 15 updates, after the last and at every 20,000 training env steps). One score per run and split: "
+          "sampled success. *Final*: at the run's last update; *at N env steps*: at the largest multiple of 20,000 "
+          "that at least half the runs of every setting in the table reached (a run that finished below it counts "
+          "with its last evaluation). P(X > Y): the chance that a random run of X scores above a random run of Y, "
+          "with its stratified-bootstrap 95% CI; the verdict says X > Y only when the CI lies above 1/2, and "
+          "otherwise how many seeds per setting the observed difference and spread would need at 80% power. "
+          "ID = `eval_in_distribution` (1–3 doors), OOD = `eval_out_of_distribution` (4–6 doors).", ""]
+    for name, exp in EXPERIMENTS.items():
+        md += [f"## {name}: {exp.question}", ""]
+        if not all((out / b / "results.csv").is_file() for b in (*exp.benches, BASELINE)):
+            md += ["Not run yet.", ""]
             continue
-        args = command(name, Path("runs/research"), seeds, None)
-        md += [f"## {name}: {question}", "", f"```bash\nempg-gym {' '.join(args)}\n```", ""] + table(folder)
-        md += ["", reading(folder), ""]
-        for plot in ("sample_efficiency_update.png", "sweep_tradeoff.png", "empg_diagnostics.png"):
-            if (folder / plot).is_file():
-                shutil.copyfile(folder / plot, img / f"{name}_{plot}")
-                md.append(f"![{name} {plot[:-4]}](img/empg_research/{name}_{plot})")
+        seeds = sorted(set(exp.seeds) & set(bench_seeds(out / BASELINE)))
+        cmds = [f"empg-gym {' '.join(command(b, Path('runs/research'), ','.join(map(str, exp.seeds))))}"
+                for b in exp.benches]
+        md += [f"Seeds {span(seeds)}. {exp.note}", "", "```bash", *cmds, "```", ""]
+        rows = question_rows(out, name)
+        lines, budget = pair_table(rows, ENV, exp.pairs, every_env_steps(out / BASELINE))
+        md += [*table_header(budget), *lines, ""]
+        won = resolved(lines)
+        tests = 2 * len(lines)  # each row: at the last update and at the matched budget
+        md += ["Resolved (computed): " + ("; ".join(won) if won else
+                                           f"none: every difference is inside the noise of {len(seeds)} seeds") +
+               f". Of {tests} comparisons at 95% each, about {tests / 20:.1f} would resolve by chance if no setting "
+               "differed.", "", *confirmation(out, name)]
+        if name == "grid":
+            md += ["Mean sampled success at the last update, ID / OOD:", "", *grid_table(rows), ""]
+        for bench in exp.benches:
+            for plot in ("sample_efficiency_env_steps.png", "sweep_tradeoff.png"):
+                if (out / bench / plot).is_file():
+                    shutil.copyfile(out / bench / plot, img / f"{bench}_{plot}")
+                    md.append(f"![{bench} {plot[:-4]}](img/empg_research/{bench}_{plot})")
         md.append("")
     doc.write_text("\n".join(md), encoding="utf-8")
     print(f"wrote {doc}")
@@ -136,10 +259,14 @@ def write_doc(out: Path, doc: Path, seeds: str) -> None:
 def run() -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/research", help="folder of the four benches")
-    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds of every bench")
+    parser.add_argument("--out", default="runs/research", help="folder of the benches")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seeds for every bench (default: each question's own, ablation 0-59, "
+                             "the rest 0-29)")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {list(EXPERIMENTS)}")
-    parser.add_argument("--processes", type=int, default=None, help="runs at a time (default: the preset's 2)")
+    parser.add_argument("--reuse", type=Path, action="append", default=[],
+                        help="a finished bench folder to take runs of the same settings from (repeatable), e.g. "
+                             "the headline's keyrooms bench")
     parser.add_argument("--report-only", action="store_true", help="do not train; assemble what is finished")
     parser.add_argument("--doc", default=None, help="write the report here (default OUT/empg_research.md)")
     args = parser.parse_args()
@@ -147,12 +274,23 @@ def run() -> int:
     names = args.only.split(",") if args.only else list(EXPERIMENTS)
     unknown = sorted(set(names) - set(EXPERIMENTS))
     if unknown:
-        parser.error(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
+        parser.error(f"unknown question(s) {unknown}; choose from {list(EXPERIMENTS)}")
     if not args.report_only:
         for name in names:
-            print(f"== {name}: empg-gym {' '.join(command(name, out, args.seeds, args.processes))}", flush=True)
-            main(command(name, out, args.seeds, args.processes))
-    write_doc(out, Path(args.doc) if args.doc else out / "empg_research.md", args.seeds)
+            exp = EXPERIMENTS[name]
+            seeds = args.seeds or ",".join(map(str, exp.seeds))
+            for bench in exp.benches:
+                cmd = command(bench, out, seeds)
+                for source in args.reuse:
+                    n = reuse_runs(source, out / bench, bench_config(build_parser().parse_args(cmd)))
+                    print(f"== {bench}: reused {n} finished runs from {source}")
+                print(f"== {bench}: empg-gym {' '.join(cmd)}", flush=True)
+                main(cmd)
+            for label in needs_confirming(out, name):
+                cmd = confirm_command(label, out, _seeds(CONFIRM_SEEDS))
+                print(f"== {name}: confirm {label} on held-out seeds: empg-gym {' '.join(cmd)}", flush=True)
+                main(cmd)
+    write_doc(out, Path(args.doc) if args.doc else out / "empg_research.md")
     return 0
 
 

@@ -31,27 +31,13 @@ settings match the question's exactly (``bench.json``), e.g. the ``study`` prese
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from empg_gym.bench.presets import RUN_SETTINGS, run_settings
-from empg_gym.bench.records import (
-    RESULT,
-    by_algo,
-    final_scores,
-    matched_budget,
-    read_results,
-    run_dir,
-    scores_at_budget,
-)
-from empg_gym.bench.stats import compare, verdict
+from empg_gym.bench.questions import bench_seeds, every_env_steps, pair_table, reuse_runs, span, table_header
+from empg_gym.bench.records import read_results
 from empg_gym.cli import bench_config, build_parser, main
-
-SPLITS = {"eval_in_distribution": "ID", "eval_out_of_distribution": "OOD"}
-METRIC = "success_sampled"
 
 
 @dataclass(frozen=True)
@@ -83,71 +69,9 @@ def command(name: str, out: Path, seeds: str) -> list[str]:
             "--out", str(out / name)]
 
 
-def reuse(name: str, out: Path, source: Path, seeds: list[int]) -> int:
-    """Copy finished runs of question ``name`` from the bench folder ``source`` where its settings match; return
-    how many were copied."""  # noqa: D205
-    meta = source / "bench.json"
-    if not meta.is_file():
-        raise SystemExit(f"--reuse {source}: no bench.json there (not a bench folder).")
-    q = QUESTIONS[name]
-    wanted = run_settings(bench_config(build_parser().parse_args(command(name, out, "0"))))  # the question's bench
-    have = run_settings(json.loads(meta.read_text(encoding="utf-8"))["config"])
-    if have != wanted:
-        diff = [k for k in RUN_SETTINGS if have[k] != wanted[k]]
-        print(f"--reuse {source}: its settings differ from question {name}'s ({', '.join(diff)}); nothing reused.")
-        return 0
-    copied = 0
-    for algo in q.algos:
-        for seed in seeds:
-            src, dst = run_dir(source, q.env, algo, seed), run_dir(out / name, q.env, algo, seed)
-            if (src / RESULT).is_file() and not (dst / RESULT).is_file():
-                if dst.exists():
-                    shutil.rmtree(dst)
-                shutil.copytree(src, dst)
-                copied += 1
-    return copied
-
-
 def answer(folder: Path, q: Question) -> tuple[list[str], int | None]:
-    """Return ``(markdown rows, matched budget)``: per pair and split, the mean scores, P(X > Y) [95% CI] and the
-    verdict at the last update and at the matched env-step budget."""  # noqa: D205
-    rows = [r for r in read_results(folder) if r["env"] == q.env]
-    cfg = json.loads((folder / "bench.json").read_text(encoding="utf-8"))["config"]
-    budget = matched_budget(rows, int(cfg.get("eval_every_env_steps") or 0)).get(q.env)
-    lines = []
-    for split, short in SPLITS.items():
-        final = by_algo(final_scores(rows, split, METRIC), q.env)
-        matched = by_algo({k: v[0] for k, v in scores_at_budget(rows, split, METRIC, budget).items()}, q.env) \
-            if budget else {}
-        for x, y in q.pairs:
-            runs = f"{len(final.get(x, []))} / {len(final.get(y, []))}"
-            cells = [f"`{x}` vs `{y}`", short, runs]
-            for scores in (final, matched):
-                if not scores.get(x) or not scores.get(y):
-                    cells += ["–", "–", "–"]
-                    continue
-                c = compare(x, scores[x], y, scores[y])
-                cells += [f"{sum(scores[x]) / len(scores[x]):.3f} vs {sum(scores[y]) / len(scores[y]):.3f}",
-                          f"{c.p:.2f} [{c.low:.2f}, {c.high:.2f}]", verdict(c)]
-            lines.append("| " + " | ".join(cells) + " |")
-    return lines, budget
-
-
-def _span(seeds: list[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``.
-
-    Example:
-        >>> _span([0, 1, 2, 5])
-        '0-2, 5'
-    """
-    parts, start = [], None
-    for i, s in enumerate(seeds):
-        if start is None:
-            start = s
-        if i + 1 == len(seeds) or seeds[i + 1] != s + 1:
-            parts.append(f"{start}-{s}" if s != start else f"{s}")
-            start = None
-    return ", ".join(parts)
+    """Return ``(markdown rows, matched budget)`` of question ``q`` from its finished bench in ``folder``."""
+    return pair_table(read_results(folder), q.env, q.pairs, every_env_steps(folder))
 
 
 def write_doc(out: Path, doc: Path) -> None:
@@ -165,14 +89,12 @@ def write_doc(out: Path, doc: Path) -> None:
         if not (folder / "results.csv").is_file():
             md += [f"## {name}: {q.title}", "", "Not run yet.", ""]
             continue
-        ran = json.loads((folder / "bench.json").read_text(encoding="utf-8"))["config"]["seeds"]
+        ran = bench_seeds(folder)
         ran_seeds = ",".join(map(str, ran))
-        md += [f"## {name}: {q.title}", "", f"Seeds {_span(ran)}:", "",
+        md += [f"## {name}: {q.title}", "", f"Seeds {span(ran)}:", "",
                f"```bash\nempg-gym {' '.join(command(name, Path('runs/headline'), ran_seeds))}\n```", ""]
         lines, budget = answer(folder, q)
-        md += ["| pair | split | runs | final: mean X vs Y | final: P(X > Y) [95% CI] | final: verdict | "
-               f"at {budget} env steps: mean X vs Y | P(X > Y) [95% CI] | verdict |",
-               "|---|---|---|---|---|---|---|---|---|", *lines, "",
+        md += [*table_header(budget), *lines, "",
                f"The bench's full report: `{folder.name}/report.md` (IQM, curves, per-type tables).", ""]
     doc.write_text("\n".join(md), encoding="utf-8")
     print(f"wrote {doc}")
@@ -184,7 +106,7 @@ def run() -> int:
     parser.add_argument("--out", default="runs/headline", help="folder of the two benches")
     parser.add_argument("--seeds", default=None,
                         help="comma-separated seeds for every question run (default: each question's own, "
-                             + "; ".join(f"{n} {_span(list(q.seeds))}" for n, q in QUESTIONS.items()) + ")")
+                             + "; ".join(f"{n} {span(q.seeds)}" for n, q in QUESTIONS.items()) + ")")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {list(QUESTIONS)}")
     parser.add_argument("--reuse", type=Path, action="append", default=[],
                         help="a finished bench folder to take matching runs from (repeatable)")
@@ -199,9 +121,10 @@ def run() -> int:
     if not args.report_only:
         for name in names:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else list(QUESTIONS[name].seeds)
-            for source in args.reuse:
-                print(f"== {name}: reused {reuse(name, out, source, seeds)} finished runs from {source}")
             cmd = command(name, out, ",".join(map(str, seeds)))
+            for source in args.reuse:
+                n = reuse_runs(source, out / name, bench_config(build_parser().parse_args(cmd)))
+                print(f"== {name}: reused {n} finished runs from {source}")
             print(f"== {name}: empg-gym {' '.join(cmd)}", flush=True)
             main(cmd)
     write_doc(out, Path(args.doc) if args.doc else out / "headline.md")

@@ -1,4 +1,4 @@
-"""scripts/headline.py: its benches are valid study-preset variants, its answer reads a real bench, reuse is safe."""
+"""scripts/headline.py: its benches are valid study-preset variants, its answer reads a real bench; reuse is safe."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from empg_gym.bench import get_preset, run_bench
 from empg_gym.bench.presets import RUN_SETTINGS
+from empg_gym.bench.questions import reuse_runs
 from empg_gym.bench.records import RESULT, run_dir
 from empg_gym.cli import bench_config, build_parser
 from tests.bench.test_bench import _bench
@@ -48,18 +49,15 @@ def test_answer_and_reuse_on_a_small_real_bench(headline, tmp_path):
     assert cells[:3] == ["`empg` vs `grpo`", "ID", "2 / 2"] and len(cells) == 9
     assert 0.0 <= float(cells[4].split()[0]) <= 1.0 and ("unresolved" in cells[5] or ">" in cells[5])
 
-    # reuse copies only from a bench whose settings are the study preset's
-    headline.QUESTIONS["t"] = dataclasses.replace(q, algos=("grpo",))
-    try:
-        assert headline.reuse("t", tmp_path / "out", tmp_path / "src", [0, 1]) == 0  # a different bench: nothing
-        meta = json.loads((tmp_path / "src" / "bench.json").read_text())
-        study = get_preset("study")
-        meta["config"].update({k: (list(v) if isinstance(v, tuple) else v) for k, v in study.__dict__.items()
-                               if k in RUN_SETTINGS})
-        (tmp_path / "src" / "bench.json").write_text(json.dumps(meta))
-        shutil.rmtree(run_dir(tmp_path / "src", "EMPG-KeyDoor-v0", "grpo", 1))  # seed 1 never finished there
-        assert headline.reuse("t", tmp_path / "out", tmp_path / "src", [0, 1]) == 1
-        assert (run_dir(tmp_path / "out" / "t", "EMPG-KeyDoor-v0", "grpo", 0) / RESULT).is_file()
-        assert headline.reuse("t", tmp_path / "out", tmp_path / "src", [0, 1]) == 0  # already there
-    finally:
-        del headline.QUESTIONS["t"]
+    # reuse copies only from a bench whose settings are the question's
+    want = dataclasses.replace(get_preset("study"), envs=("EMPG-KeyDoor-v0",), algos=("grpo",), seeds=(0, 1))
+    assert reuse_runs(tmp_path / "src", tmp_path / "out", want, log=lambda _: None) == 0  # a different bench
+    meta = json.loads((tmp_path / "src" / "bench.json").read_text())
+    meta["config"].update({k: (list(v) if isinstance(v, tuple) else v) for k, v in want.__dict__.items()
+                           if k in RUN_SETTINGS})
+    (tmp_path / "src" / "bench.json").write_text(json.dumps(meta))
+    shutil.rmtree(run_dir(tmp_path / "src", "EMPG-KeyDoor-v0", "grpo", 1))  # seed 1 never finished there
+    assert reuse_runs(tmp_path / "src", tmp_path / "out", want) == 1
+    assert (run_dir(tmp_path / "out", "EMPG-KeyDoor-v0", "grpo", 0) / RESULT).is_file()
+    assert not run_dir(tmp_path / "out", "EMPG-KeyDoor-v0", "empg", 0).exists()  # only the labels asked for
+    assert reuse_runs(tmp_path / "src", tmp_path / "out", want) == 0  # already there

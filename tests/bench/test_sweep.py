@@ -86,24 +86,52 @@ def test_sweep_of_two_settings_writes_two_rows_per_seed_and_split(tmp_path):
     assert BenchConfig.from_file(tmp_path / "bench.json").labels == ("grpo", "empg[zeta=0]", "empg[zeta=0.1]")
 
 
-def test_the_research_benches_are_valid_variants_of_the_quick_preset():
-    """scripts/empg_research.py's four benches parse, validate every run's config, and say their budget is not the
-    preset's."""
+def test_the_research_benches_are_study_variants_that_train_each_setting_once():
+    """scripts/empg_research.py's benches parse into study-preset variants; every label a question compares is
+    trained by exactly one of its benches or the baseline (ablation) bench, so no setting is trained twice."""
+    from pathlib import Path
+
+    from empg_gym.bench import get_preset
+    from empg_gym.bench.presets import run_settings
+    from empg_gym.cli import bench_config, build_parser
+
+    research = load_script("empg_research")
+    benches = {b: bench_config(build_parser().parse_args(research.command(b, Path("out"), "0,1")))
+               for e in research.EXPERIMENTS.values() for b in e.benches}
+    study = run_settings(get_preset("study"))
+    assert all(run_settings(cfg) == study and cfg.envs == ("EMPG-KeyRooms-v0",) for cfg in benches.values())
+    labels = [label for cfg in benches.values() for label in cfg.labels]
+    assert len(labels) == len(set(labels))  # each setting trained once
+    assert benches["uncertainty"].labels == ("empg[uncertainty=renyi2]",)
+    dense = "[env.reward_mode=dense,reward_signal=return]"
+    assert benches["dense"].labels == (f"grpo{dense}", f"empg{dense}")
+    run = benches["dense"].train_config("EMPG-KeyRooms-v0", f"empg{dense}", 0)
+    assert run.env_kwargs == {"reward_mode": "dense"} and run.algorithm().reward_signal == "return"
+    for name, exp in research.EXPERIMENTS.items():
+        trained = {label for b in (*exp.benches, research.BASELINE) for label in benches[b].labels}
+        assert {a for pair in exp.pairs for a in pair} <= trained, name
+    # the grid: 3 k x 3 zeta cells, the default's (empg) and zeta = 0's at k = 1 (empg-g) from the ablation
+    cells = {(k, z): research.grid_label(k, z) for k in research.K_VALUES for z in research.ZETA_VALUES}
+    assert len(set(cells.values())) == 9 and cells[(1, 0.05)] == "empg" and cells[(1, 0)] == "empg-g"
+    for (k, z), label in cells.items():
+        algo = next(cfg for cfg in benches.values() if label in cfg.labels).train_config(
+            "EMPG-KeyRooms-v0", label, 0).algorithm()
+        assert (algo.empg.k, algo.empg.zeta) == (k, z), label
+
+
+def test_a_research_confirmation_bench_trains_exactly_the_setting_it_names():
+    """A pair resolved on a question's seeds is rerun on held-out seeds: each setting alone, in its own folder."""
     from pathlib import Path
 
     from empg_gym.cli import bench_config, build_parser
 
     research = load_script("empg_research")
-    labels = {name: bench_config(build_parser().parse_args(research.command(name, Path("out"), "0,1", None))).labels
-              for name in research.EXPERIMENTS}
-    assert labels == {
-        "ablation": ("grpo", "empg-g", "empg-f", "empg"),
-        "uncertainty": ("empg[uncertainty=entropy]", "empg[uncertainty=renyi2]"),
-        "dense": ("grpo[env.reward_mode=sparse,reward_signal=outcome]", "grpo[env.reward_mode=dense,reward_signal=return]",
-                  "empg[env.reward_mode=sparse,reward_signal=outcome]", "empg[env.reward_mode=dense,reward_signal=return]"),
-        "grid": tuple(f"empg[k={k},zeta={z}]" for k in ("0.5", "1", "2") for z in ("0", "0.1")),
-    }
-    cfg = bench_config(build_parser().parse_args(research.command("dense", Path("out"), "0", None)))
-    run = cfg.train_config("EMPG-KeyRooms-v0", "empg[env.reward_mode=dense,reward_signal=return]", 0)
-    assert run.env_kwargs == {"reward_mode": "dense"} and run.algorithm().reward_signal == "return"
-    assert cfg.pipeline_check is None and cfg.budget_note.startswith("not estimated for this variant")
+    labels = [label for e in research.EXPERIMENTS.values() for pair in e.pairs for label in pair]
+    folders = set()
+    for label in labels:
+        cfg = bench_config(build_parser().parse_args(research.confirm_command(label, Path("o"), "30,31")))
+        assert cfg.labels == (label,) and cfg.seeds == (30, 31)
+        folders.add(research.confirm_folder(label))
+    assert len(folders) == len(set(labels))  # no two settings share a folder
+    assert not set(research.CONFIRM_SEEDS) & {s for n, e in research.EXPERIMENTS.items() if n != "ablation"
+                                               for s in e.seeds}
