@@ -16,9 +16,10 @@ and spread would need at 80% power.
 
 The ablation bench holds the baseline runs (``grpo``, ``empg``, ``empg-g``) that the other questions compare
 against, on the same seeds, so a setting equal to a default is trained once: the other benches train only what
-differs (``renyi2``; the dense rewards; the grid cells other than k = 1 with zeta = 0 or 0.05). New runs: 300 (of
-30 s each on a 2-core machine, 2 at a time); with ``--reuse`` of the headline's ``keyrooms`` bench the ablation
-trains none.
+differs (``renyi2``; the dense rewards; the grid cells other than k = 1 with zeta = 0 or 0.05), 300 runs. Measured
+on this project's 2 cores, 2 runs at a time: 68.5 min by the benches' own clocks for those 300, and 8.1 min per
+30 held-out runs of a confirmation. With ``--reuse`` of the headline's ``keyrooms`` bench the ablation trains none;
+without it, 240 more runs.
 
     python scripts/empg_research.py --out runs/research --reuse runs/headline/keyrooms   # all, then the report
     python scripts/empg_research.py --out runs/research --only grid                      # one question
@@ -169,22 +170,23 @@ def needs_confirming(out: Path, name: str) -> list[str]:
     return sorted({a for pair in resolved_pairs(out, name) for a in pair} - baseline)
 
 
-def confirmation(out: Path, name: str) -> list[str]:
-    """Markdown: the question's resolved pairs on the held-out seeds, if their runs are there."""
+def confirmation(out: Path, name: str) -> tuple[list[str], list[str] | None]:
+    """Return ``(markdown, verdicts)``: the question's resolved pairs on the held-out seeds and the verdicts that
+    resolve there (``None`` when nothing was resolved to confirm or its runs are not there yet)."""  # noqa: D205
     pairs = resolved_pairs(out, name)
     if not pairs or set(EXPERIMENTS[name].seeds) & set(CONFIRM_SEEDS):
-        return []
+        return [], None
     labels = needs_confirming(out, name)
     folders = [out / "confirm" / confirm_folder(a) for a in labels]
     if not all((f / "results.csv").is_file() for f in folders):
-        return ["Held-out confirmation (seeds 30-59): not run yet.", ""]
+        return ["Held-out confirmation (seeds 30-59): not run yet.", ""], None
     rows = rows_of([*folders, out / BASELINE], CONFIRM_SEEDS)
     lines, budget = pair_table(rows, ENV, pairs, every_env_steps(out / BASELINE))
     held = resolved(lines)
     cmds = [f"empg-gym {' '.join(confirm_command(a, Path('runs/research'), _seeds(CONFIRM_SEEDS)))}" for a in labels]
     return [f"**Held-out confirmation.** The resolved pairs again, on seeds {span(CONFIRM_SEEDS)} (not looked at "
             "above):", "", "```bash", *cmds, "```", "", *table_header(budget), *lines, "",
-            "Resolved on the held-out seeds (computed): " + ("; ".join(held) if held else "none") + ".", ""]
+            "Resolved on the held-out seeds (computed): " + ("; ".join(held) if held else "none") + ".", ""], held
 
 
 def _seeds(seeds: tuple[int, ...]) -> str:
@@ -226,6 +228,9 @@ def write_doc(out: Path, doc: Path) -> None:
           "with its stratified-bootstrap 95% CI; the verdict says X > Y only when the CI lies above 1/2, and "
           "otherwise how many seeds per setting the observed difference and spread would need at 80% power. "
           "ID = `eval_in_distribution` (1–3 doors), OOD = `eval_out_of_distribution` (4–6 doors).", ""]
+    summary: list[str] = []
+    counts = [0, 0]  # comparisons, resolved
+    head = len(md)
     for name, exp in EXPERIMENTS.items():
         md += [f"## {name}: {exp.question}", ""]
         if not all((out / b / "results.csv").is_file() for b in (*exp.benches, BASELINE)):
@@ -243,15 +248,27 @@ def write_doc(out: Path, doc: Path) -> None:
         md += ["Resolved (computed): " + ("; ".join(won) if won else
                                            f"none: every difference is inside the noise of {len(seeds)} seeds") +
                f". Of {tests} comparisons at 95% each, about {tests / 20:.1f} would resolve by chance if no setting "
-               "differed.", "", *confirmation(out, name)]
+               "differed.", ""]
+        confirm_md, held = confirmation(out, name)
+        md += confirm_md
+        counts = [counts[0] + tests, counts[1] + len(won)]
+        summary.append(f"- **{name}** ({len(seeds)} seeds): {len(won)} of {tests} comparisons resolve"
+                       + (f" ({'; '.join(won)})" if won else "")
+                       + ("" if held is None else f"; on held-out seeds {span(CONFIRM_SEEDS)} "
+                          + (f"these hold: {'; '.join(held)}" if held else "none of them holds")) + ".")
         if name == "grid":
             md += ["Mean sampled success at the last update, ID / OOD:", "", *grid_table(rows), ""]
         for bench in exp.benches:
-            for plot in ("sample_efficiency_env_steps.png", "sweep_tradeoff.png"):
+            several = len(bench_config(build_parser().parse_args(command(bench, out, "0"))).labels) > 1
+            for plot in ("sample_efficiency_env_steps.png", "sweep_tradeoff.png")[: 1 + several]:
                 if (out / bench / plot).is_file():
                     shutil.copyfile(out / bench / plot, img / f"{bench}_{plot}")
                     md.append(f"![{bench} {plot[:-4]}](img/empg_research/{bench}_{plot})")
         md.append("")
+    md[head:head] = ["## Summary (computed from the tables below)", "", *summary, "",
+                     f"In all, {counts[1]} of {counts[0]} comparisons resolve at 95%, where about {counts[0] / 20:.1f} "
+                     "would by chance if no setting differed; a verdict counts only if it holds again on the held-out "
+                     "seeds.", ""]
     doc.write_text("\n".join(md), encoding="utf-8")
     print(f"wrote {doc}")
 
