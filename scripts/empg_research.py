@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from empg_gym.bench.questions import (
+    METRIC,
     SPLITS,
     bench_seeds,
     every_env_steps,
@@ -154,29 +155,33 @@ def question_rows(out: Path, name: str) -> list[dict]:
     return rows_of([out / f for f in sorted({*exp.benches, BASELINE})], exp.seeds)
 
 
-def resolved_pairs(out: Path, name: str) -> list[tuple[str, str]]:
-    """The pairs of question ``name`` with a resolved verdict (either split, either budget) on its seeds."""
+def answer(out: Path, name: str) -> tuple[list[str], int | None]:
+    """Return ``(markdown rows, matched budget)`` of question ``name`` on its seeds (:func:`pair_table`)."""
+    return pair_table(question_rows(out, name), ENV, EXPERIMENTS[name].pairs, every_env_steps(out / BASELINE))
+
+
+def to_confirm(name: str, lines: list[str]) -> list[tuple[str, str]]:
+    """The pairs of question ``name`` that resolve in its :func:`answer` rows (either split, either budget), when
+    its seeds leave the held-out ones out (the ablation's include them: nothing is held out there)."""  # noqa: D205
     exp = EXPERIMENTS[name]
-    lines, _ = pair_table(question_rows(out, name), ENV, exp.pairs, every_env_steps(out / BASELINE))
-    won = {tuple(re.findall(r"`([^`]+)`", line.split("|")[1])) for line in lines if resolved([line])}
+    if set(exp.seeds) & set(CONFIRM_SEEDS):
+        return []
+    won = {exp.pairs[i % len(exp.pairs)] for i, line in enumerate(lines) if resolved([line])}  # split-major rows
     return [p for p in exp.pairs if p in won]
 
 
-def needs_confirming(out: Path, name: str) -> list[str]:
-    """The settings of question ``name``'s resolved pairs that are not baseline runs (those have seeds 30-59)."""
-    if set(EXPERIMENTS[name].seeds) & set(CONFIRM_SEEDS):
-        return []  # its seeds include the held-out ones: nothing is held out
+def confirm_labels(pairs: list[tuple[str, str]]) -> list[str]:
+    """The settings of ``pairs`` a confirmation trains: all but the baseline's (whose runs have seeds 30-59)."""
     baseline = set(EXPERIMENTS[BASELINE].benches[BASELINE][1].split(","))
-    return sorted({a for pair in resolved_pairs(out, name) for a in pair} - baseline)
+    return sorted({a for pair in pairs for a in pair} - baseline)
 
 
-def confirmation(out: Path, name: str) -> tuple[list[str], list[str] | None]:
-    """Return ``(markdown, verdicts)``: the question's resolved pairs on the held-out seeds and the verdicts that
-    resolve there (``None`` when nothing was resolved to confirm or its runs are not there yet)."""  # noqa: D205
-    pairs = resolved_pairs(out, name)
-    if not pairs or set(EXPERIMENTS[name].seeds) & set(CONFIRM_SEEDS):
+def confirmation(out: Path, pairs: list[tuple[str, str]]) -> tuple[list[str], list[str] | None]:
+    """Return ``(markdown, verdicts)``: ``pairs`` on the held-out seeds and the verdicts that resolve there
+    (``None`` when there is nothing to confirm or its runs are not there yet)."""  # noqa: D205
+    if not pairs:
         return [], None
-    labels = needs_confirming(out, name)
+    labels = confirm_labels(pairs)
     folders = [out / "confirm" / confirm_folder(a) for a in labels]
     if not all((f / "results.csv").is_file() for f in folders):
         return ["Held-out confirmation (seeds 30-59): not run yet.", ""], None
@@ -195,7 +200,7 @@ def _seeds(seeds: tuple[int, ...]) -> str:
 
 def grid_table(rows: list[dict]) -> list[str]:
     """k × zeta: mean sampled success at the last update, ID / OOD, with the runs behind each cell."""
-    means = {split: {a: (sum(v) / len(v), len(v)) for a, v in by_algo(final_scores(rows, split, "success_sampled"),
+    means = {split: {a: (sum(v) / len(v), len(v)) for a, v in by_algo(final_scores(rows, split, METRIC),
                                                                      ENV).items()} for split in SPLITS}
     md = ["| k \\ zeta | " + " | ".join(f"{z:g}" for z in ZETA_VALUES) + " |", "|---" * (len(ZETA_VALUES) + 1) + "|"]
     for k in K_VALUES:
@@ -237,11 +242,9 @@ def write_doc(out: Path, doc: Path) -> None:
             md += ["Not run yet.", ""]
             continue
         seeds = sorted(set(exp.seeds) & set(bench_seeds(out / BASELINE)))
-        cmds = [f"empg-gym {' '.join(command(b, Path('runs/research'), ','.join(map(str, exp.seeds))))}"
-                for b in exp.benches]
+        cmds = [f"empg-gym {' '.join(command(b, Path('runs/research'), _seeds(exp.seeds)))}" for b in exp.benches]
         md += [f"Seeds {span(seeds)}. {exp.note}", "", "```bash", *cmds, "```", ""]
-        rows = question_rows(out, name)
-        lines, budget = pair_table(rows, ENV, exp.pairs, every_env_steps(out / BASELINE))
+        lines, budget = answer(out, name)
         md += [*table_header(budget), *lines, ""]
         won = resolved(lines)
         tests = 2 * len(lines)  # each row: at the last update and at the matched budget
@@ -249,7 +252,7 @@ def write_doc(out: Path, doc: Path) -> None:
                                            f"none: every difference is inside the noise of {len(seeds)} seeds") +
                f". Of {tests} comparisons at 95% each, about {tests / 20:.1f} would resolve by chance if no setting "
                "differed.", ""]
-        confirm_md, held = confirmation(out, name)
+        confirm_md, held = confirmation(out, to_confirm(name, lines))
         md += confirm_md
         counts = [counts[0] + tests, counts[1] + len(won)]
         summary.append(f"- **{name}** ({len(seeds)} seeds): {len(won)} of {tests} comparisons resolve"
@@ -257,7 +260,7 @@ def write_doc(out: Path, doc: Path) -> None:
                        + ("" if held is None else f"; on held-out seeds {span(CONFIRM_SEEDS)} "
                           + (f"these hold: {'; '.join(held)}" if held else "none of them holds")) + ".")
         if name == "grid":
-            md += ["Mean sampled success at the last update, ID / OOD:", "", *grid_table(rows), ""]
+            md += ["Mean sampled success at the last update, ID / OOD:", "", *grid_table(question_rows(out, name)), ""]
         for bench in exp.benches:
             several = len(bench_config(build_parser().parse_args(command(bench, out, "0"))).labels) > 1
             for plot in ("sample_efficiency_env_steps.png", "sweep_tradeoff.png")[: 1 + several]:
@@ -295,7 +298,7 @@ def run() -> int:
     if not args.report_only:
         for name in names:
             exp = EXPERIMENTS[name]
-            seeds = args.seeds or ",".join(map(str, exp.seeds))
+            seeds = args.seeds or _seeds(exp.seeds)
             for bench in exp.benches:
                 cmd = command(bench, out, seeds)
                 for source in args.reuse:
@@ -303,7 +306,7 @@ def run() -> int:
                     print(f"== {bench}: reused {n} finished runs from {source}")
                 print(f"== {bench}: empg-gym {' '.join(cmd)}", flush=True)
                 main(cmd)
-            for label in needs_confirming(out, name):
+            for label in confirm_labels(to_confirm(name, answer(out, name)[0])):
                 cmd = confirm_command(label, out, _seeds(CONFIRM_SEEDS))
                 print(f"== {name}: confirm {label} on held-out seeds: empg-gym {' '.join(cmd)}", flush=True)
                 main(cmd)

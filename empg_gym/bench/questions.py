@@ -64,7 +64,7 @@ def pair_table(rows: Sequence[dict[str, Any]], env: str, pairs: Sequence[tuple[s
     One row per pair and split (:data:`SPLITS`): the runs of X and Y, then at the last update and at the matched
     env-step budget the mean scores, ``P(X > Y) [95% CI]`` and the verdict. The budget is the largest multiple of
     ``every`` that at least half the runs of every label in ``pairs`` reached; ``None`` (cells "–") without one.
-    :data:`TABLE_HEADER` heads these rows.
+    :func:`table_header` heads these rows.
     """
     labels = {a for pair in pairs for a in pair}
     rows = [r for r in rows if r["env"] == env and r["algo"] in labels]
