@@ -17,8 +17,8 @@ and spread would need at 80% power.
 The ablation bench holds the baseline runs (``grpo``, ``empg``, ``empg-g``) that the other questions compare
 against, on the same seeds, so a setting equal to a default is trained once: the other benches train only what
 differs (``renyi2``; the dense rewards; the grid cells other than k = 1 with zeta = 0 or 0.05), 300 runs. Measured
-on this project's 2 cores, 2 runs at a time: 68.5 min by the benches' own clocks for those 300, and 8.1 min per
-30 held-out runs of a confirmation. With ``--reuse`` of the headline's ``keyrooms`` bench the ablation trains none;
+on this project's 2 cores, 2 runs at a time, the benches printed 7.5, 13.6, 40.1 and 7.3 min for those 300 (30,
+60, 180 and 30 runs), and 7.2-8.1 min per 30 held-out runs of a confirmation. With ``--reuse`` of the headline's ``keyrooms`` bench the ablation trains none;
 without it, 240 more runs.
 
     python scripts/empg_research.py --out runs/research --reuse runs/headline/keyrooms   # all, then the report
