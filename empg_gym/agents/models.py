@@ -198,14 +198,18 @@ def tiny_random_model(
 
 
 def seeded_llama(config: Any, seed: int) -> PreTrainedModel:
-    """Build a randomly initialised ``LlamaForCausalLM`` from ``seed`` without disturbing the global torch RNG."""
+    """Build a randomly initialised Llama from ``seed`` without disturbing the global torch RNG.
+
+    The class is :class:`~empg_gym.agents.lean_llama.LeanLlamaForCausalLM`: ``LlamaForCausalLM`` with the same
+    parameters, whose scoring passes skip the last layer's work at columns no kept logit reads.
+    """
     torch = _torch()
-    from transformers import LlamaForCausalLM
+    from empg_gym.agents.lean_llama import LeanLlamaForCausalLM
 
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        return LlamaForCausalLM(config)
+        return LeanLlamaForCausalLM(config)
     finally:
         torch.random.set_rng_state(state)
 

@@ -216,19 +216,17 @@ def to_step_batch(samples: Sequence[Any], reward_scale: float) -> tuple[Any, lis
 
     from empg_gym.agents.algorithms import StepBatch, observation_keys
 
-    n, T = len(samples), max(s.response_ids.numel() for s in samples)
-    mask = torch.zeros((n, T), dtype=torch.bool)
-    old_logp = torch.zeros((n, T))
-    entropy = torch.zeros((n, T))
+    lengths = torch.tensor([s.response_ids.numel() for s in samples])
+    mask = torch.arange(int(lengths.max())) < lengths[:, None]  # (n, T): responses right-padded
+
+    def padded(name: str) -> Any:  # the samples' (T_i,) tensors in the rows of an (n, T) zero tensor
+        out = torch.zeros(mask.shape)
+        out[mask] = torch.cat([getattr(s, name) for s in samples]).float()  # fills row by row, in order
+        return out
+
     has_signal = all(getattr(s, "uncertainty", None) is not None for s in samples)  # a token signal EMPG asked for
-    uncertainty = torch.zeros((n, T)) if has_signal else None
-    for i, s in enumerate(samples):
-        t = s.response_ids.numel()
-        mask[i, :t] = True
-        old_logp[i, :t] = s.old_log_probs
-        entropy[i, :t] = s.entropies
-        if uncertainty is not None:
-            uncertainty[i, :t] = s.uncertainty
+    old_logp, entropy = padded("old_log_probs"), padded("entropies")
+    uncertainty = padded("uncertainty") if has_signal else None
 
     def col(name: str, dtype: Any) -> Any:
         return torch.tensor([getattr(s, name) for s in samples], dtype=dtype)
@@ -251,6 +249,9 @@ def to_step_batch(samples: Sequence[Any], reward_scale: float) -> tuple[Any, lis
 
 
 def _renumber(samples: Sequence[Any], group_offset: int, traj_offset: int) -> list[Any]:
+    """Return the samples with their group and trajectory ids shifted (as they are when both shifts are 0)."""
+    if not group_offset and not traj_offset:
+        return list(samples)
     return [dataclasses.replace(s, group_id=s.group_id + group_offset, traj_id=s.traj_id + traj_offset)
             for s in samples]
 
@@ -684,6 +685,7 @@ class Trainer:
         model.train()
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.update_step)
         n, T = batch.size, batch.response_mask.shape[1]
+        trainable = self.policy.trainable_parameters()
         parts: list[dict[str, float]] = []
         for _ in range(cfg.ppo_epochs):
             for mini in mini_batches(n, cfg.mini_batch_size, generator):
@@ -706,7 +708,7 @@ class Trainer:
                         m["actor/entropy"] = float(masked_mean(_pad_to(scores.entropies, T), sub.response_mask))
                     micro.append(m)
                     tokens.append(float(sub.response_mask.sum()))
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), cfg.max_grad_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
                 self.optimizer.step()
                 self.uncertainty.step()
                 self.critic.step()

@@ -171,14 +171,18 @@ def test_the_critic_learns_a_function_of_the_keyrooms_state(tmp_path):
 @pytest.mark.slow
 def test_ppo_critic_explained_variance_rises_while_keyrooms_is_learned(tmp_path):
     """End to end at the quick preset's settings: the critic's explained variance on fresh batches starts near 0
-    (untrained policy: returns are noise) and rises once the policy starts winning. Measured with value clip 5 over 20
-    updates, peak after update 5 / max of the first 5: seed 0 0.47 / 0.04, seed 1 0.72 / 0.05, seed 2 0.85 / 0.03
-    (with verl's 0.5: seed 1 never above 0.03 through update 16). It falls again once every trajectory wins (the
-    returns' variance vanishes), so the test reads the peak."""  # noqa: D205
+    (untrained policy: returns are noise) and rises once the policy starts winning. It falls again once every
+    trajectory wins (the returns' variance vanishes), so the test reads the peak after update 5 against the max of the
+    first 5, pooled over seeds 0-3: one seed's peak swings with the run (measured over seeds 0-7 at 20 updates: 0.02 to
+    0.78, mean 0.35; every early max at most 0.08)."""  # noqa: D205
     from empg_gym.bench import get_preset
 
     train = dict(get_preset("quick").train)
-    cfg = TrainConfig(**{**train, "env_id": "EMPG-KeyRooms-v0", "algo": "ppo", "seed": 0, "updates": 20})
-    explained = [m["critic/vf_explained_var"] for m in Trainer(cfg, tmp_path).train()]
-    early, later = max(explained[:5]), max(explained[5:])
-    assert early < 0.2 and later > 0.35 and later > early + 0.25, [round(e, 2) for e in explained]
+    early, later = [], []
+    for seed in range(4):
+        cfg = TrainConfig(**{**train, "env_id": "EMPG-KeyRooms-v0", "algo": "ppo", "seed": seed, "updates": 20})
+        explained = [m["critic/vf_explained_var"] for m in Trainer(cfg, tmp_path / str(seed)).train()]
+        early.append(max(explained[:5]))
+        later.append(max(explained[5:]))
+    mean_early, mean_later = sum(early) / 4, sum(later) / 4
+    assert max(early) < 0.2 and mean_later > 0.2 and mean_later > mean_early + 0.15, (early, later)
