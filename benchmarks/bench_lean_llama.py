@@ -5,7 +5,8 @@ rows with gradients, then the backward pass, on one thread. The rows are a real 
 (tiny action model on EMPG-KeyRooms-v0, 8 tasks x 8 trajectories), cut into the update's mini-batches of 64. Both
 models hold the same weights (the output head is randomised, as a trained one would be, so no logit is trivially
 equal); the two alternate round by round, and the script prints the median milliseconds per mini-batch of each,
-their ratio, and the largest differences of log-probs and gradients between them (float rounding).
+their ratio, and the largest differences of log-probs and gradients between them (float rounding; a gradient's
+relative to its tensor's largest entry).
 
 Usage (from the repository root)::
 
@@ -86,8 +87,9 @@ def main() -> None:
     base = update_pass(sides["transformers"], batches)
     other = update_pass(sides["lean"], batches)
     dlogp = max(float((a - b).abs().max()) for a, b in zip(base[1], other[1], strict=True))
-    dgrad = max(float((base[2][k] - other[2][k]).abs().max()) for k in base[2])
-    print(f"largest difference: log-prob {dlogp:.1e}, gradient {dgrad:.1e}")
+    dgrad = max(float((base[2][k] - other[2][k]).abs().max() / base[2][k].abs().max()) for k in base[2])
+    print(f"largest difference: log-prob {dlogp:.1e}; gradient (summed over the mini-batches) {dgrad:.1e} of the "
+          "tensor's largest entry")
     times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(args.rounds):
         for name, pol in sides.items():

@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bench", help="train several algorithms side by side and write a report")
-    p.add_argument("--preset", default=None, help="quick (2 CPU cores, ~10 min), study (2 CPU cores, ~30 min: "
+    p.add_argument("--preset", default=None, help="quick (2 CPU cores, ~7 min), study (2 CPU cores, ~30 min: "
                    "30 seeds), pipeline (SmolLM2 on ALFWorld, ~3 min) or paper (GPU)")
     p.add_argument("--envs", default=None, help="comma-separated env ids")
     p.add_argument("--algos", default=None, help="comma-separated algorithms, e.g. grpo,dapo,empg")
@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, what) in FORWARDED.items():
         sub.add_parser(name, help=f"{what} (--help for its options)")
 
-    p = sub.add_parser("demo", help="the quick bench: GRPO vs DAPO vs EMPG on KeyRooms, 10 seeds, 2 CPU cores (~10 min)")
+    p = sub.add_parser("demo", help="the quick bench: GRPO vs DAPO vs EMPG on KeyRooms, 10 seeds, 2 CPU cores (~7 min)")
     p.add_argument("--out", default="empg-gym-demo", help="bench folder (default ./empg-gym-demo)")
     p.set_defaults(func=_cmd_demo)
     return parser

@@ -293,7 +293,7 @@ QUICK = BenchConfig(
            "ppo_epochs": 2, "mini_batch_size": 64, "micro_batch_size": 64, "progress": False, "checkpoint_every": 10,
            "algo_overrides": {"use_kl": False, "max_resample_batches": 3}},
     hardware="2 CPU cores, 10 GB RAM (no GPU)",
-    budget_note="about 10 minutes on 2 CPU cores: 30 runs of 30 updates, 2 at a time",
+    budget_note="about 7 minutes on 2 CPU cores: 30 runs of 30 updates, 2 at a time",
     demonstration=False,
 )
 
