@@ -22,11 +22,15 @@ not learned yet plays longer episodes, so a short proxy overstates the per-updat
 ``--new-eval K`` adds, for the working tree only, runs with the evaluation issue #22 asks for (every task of both
 splits, greedily and ``K`` sampled episodes per task, every ``--new-eval-every`` updates) and prints their cost.
 
-Measured results are in the README's performance table.
+A run's cost follows its learning (a policy that wins early plays short episodes), and a change of float rounding
+alone changes which runs learn early, so the median of 6 runs moves with a few of them (the runs behind the
+README's figure ranged 13.6-24.4 CPU-s); that figure uses 5 seeds per algorithm. Measured results are in the README's
+performance table.
 
 Usage (from the repository root)::
 
     python benchmarks/bench_throughput.py                      # 3 algorithms x seeds 0, 1; 50 updates; ABBA
+    python benchmarks/bench_throughput.py --seeds 0,1,2,3,4    # the README's figure (~30 min, ~95 s a reference run)
     python benchmarks/bench_throughput.py --algos grpo --repeats 3 --updates 10 --eval-every 5   # a quick proxy
     python benchmarks/bench_throughput.py --new-eval 4 --new-eval-every 10 --skip-reference
 """
