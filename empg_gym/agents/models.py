@@ -201,7 +201,7 @@ def seeded_llama(config: Any, seed: int) -> PreTrainedModel:
     """Build a randomly initialised Llama from ``seed`` without disturbing the global torch RNG.
 
     The class is :class:`~empg_gym.agents.lean_llama.LeanLlamaForCausalLM`: ``LlamaForCausalLM`` with the same
-    parameters, whose scoring passes skip the last layer's work at columns no kept logit reads.
+    parameters, whose scoring passes skip the work no kept logit reads (padding, the last layer's other columns).
     """
     torch = _torch()
     from empg_gym.agents.lean_llama import LeanLlamaForCausalLM

@@ -215,15 +215,12 @@ def to_step_batch(samples: Sequence[Any], reward_scale: float) -> tuple[Any, lis
     import torch
 
     from empg_gym.agents.algorithms import StepBatch, observation_keys
+    from empg_gym.agents.policy import pad_rows
 
-    lengths = torch.tensor([s.response_ids.numel() for s in samples])
-    mask = torch.arange(int(lengths.max())) < lengths[:, None]  # (n, T): responses right-padded
+    def padded(name: str) -> Any:  # the samples' (T_i,) tensors right-padded with 0 into an (n, T) float tensor
+        return pad_rows([getattr(s, name) for s in samples], 0.0, dtype=torch.float32)[0]
 
-    def padded(name: str) -> Any:  # the samples' (T_i,) tensors in the rows of an (n, T) zero tensor
-        out = torch.zeros(mask.shape)
-        out[mask] = torch.cat([getattr(s, name) for s in samples]).float()  # fills row by row, in order
-        return out
-
+    mask = pad_rows([s.response_ids for s in samples])[1].bool()
     has_signal = all(getattr(s, "uncertainty", None) is not None for s in samples)  # a token signal EMPG asked for
     old_logp, entropy = padded("old_log_probs"), padded("entropies")
     uncertainty = padded("uncertainty") if has_signal else None
