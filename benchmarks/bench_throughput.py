@@ -24,7 +24,7 @@ splits, greedily and ``K`` sampled episodes per task, every ``--new-eval-every``
 
 A run's cost follows its learning (a policy that wins early plays short episodes), and a change of float rounding
 alone changes which runs learn early, so the median of 6 runs moves with a few of them (the runs behind the
-README's figure ranged 13.6-24.4 CPU-s); that figure uses 5 seeds per algorithm. Measured results are in the README's
+README's figure ranged 10.7-20.9 CPU-s); that figure uses 5 seeds per algorithm. Measured results are in the README's
 performance table.
 
 Usage (from the repository root)::

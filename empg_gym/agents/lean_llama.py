@@ -43,7 +43,6 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.models.llama.modeling_llama import rotate_half
 
 #: Attention kernels whose math the lean pass reproduces (both are softmax attention over a boolean mask).
 LEAN_ATTENTION = ("sdpa", "eager")
@@ -112,6 +111,8 @@ class LeanLlamaForCausalLM(LlamaForCausalLM):
         tokens = valid.flatten().nonzero().squeeze(1)  # the real (not padding) columns among the N * L
         hidden = self.model.embed_tokens(input_ids.flatten().index_select(0, tokens))  # (tokens, width)
         cos, sin = self.model.rotary_emb(hidden, position_ids=position_ids)  # (N, L, head_dim)
+        half = sin.shape[-1] // 2
+        cos, signed_sin = cos[:, None], torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)[:, None]  # _rotary's
         # column i attends to the real columns j <= i; a padding column attends to itself only (its output is
         # never read, and a softmax over nothing would be NaN)
         index = torch.arange(length, device=device)
@@ -124,13 +125,13 @@ class LeanLlamaForCausalLM(LlamaForCausalLM):
         layers = self.model.layers
         for i, layer in enumerate(layers):
             queries = keep if i == len(layers) - 1 else 0
-            hidden = _decoder_layer(layer, hidden, tokens, (n, length), cos, sin, allowed[:, None], queries,
+            hidden = _decoder_layer(layer, hidden, tokens, (n, length), cos, signed_sin, allowed[:, None], queries,
                                     lookup if i == 0 else None)
         return self.lm_head(_rms_norm(self.model.norm, hidden))
 
 
 def _decoder_layer(layer: Any, hidden: torch.Tensor, tokens: torch.Tensor, shape: tuple[int, int],
-                   cos: torch.Tensor, sin: torch.Tensor, allowed: torch.Tensor, queries: int,
+                   cos: torch.Tensor, signed_sin: torch.Tensor, allowed: torch.Tensor, queries: int,
                    lookup: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """One Llama decoder layer over the real tokens ``hidden`` ``(tokens, width)``, packed without padding.
 
@@ -139,7 +140,8 @@ def _decoder_layer(layer: Any, hidden: torch.Tensor, tokens: torch.Tensor, shape
     output and MLP are computed at the last ``queries`` columns of the grid only, which are returned ``(N, queries,
     width)``; keys and values still cover every column. ``lookup = (input_ids, embedding)`` says that ``hidden`` is
     ``embedding[input_ids]`` (the first layer): the input norm and the projections are computed per row of
-    ``embedding`` and looked up by ``input_ids``.
+    ``embedding`` and looked up by ``input_ids``. ``cos`` and ``signed_sin`` are the rotary tables, ``(N, 1, L, d)``
+    (see :func:`_rotary`).
     """
     attn = layer.self_attn
     n, length = shape
@@ -153,9 +155,10 @@ def _decoder_layer(layer: Any, hidden: torch.Tensor, tokens: torch.Tensor, shape
     else:
         x = _scatter(_rms_norm(layer.input_layernorm, hidden), tokens, n * length).view(n, length, width)
         k, v, q = attn.k_proj(x), attn.v_proj(x), attn.q_proj(x[:, first:])
-    k = _rotary(k.view(n, length, -1, head).transpose(1, 2), cos, sin)
+    k = _rotary(k.view(n, length, -1, head).transpose(1, 2), cos, signed_sin)
     v = v.view(n, length, -1, head).transpose(1, 2)
-    q = _rotary(q.view(n, length - first, -1, head).transpose(1, 2), cos[:, first:], sin[:, first:])
+    q = _rotary(q.view(n, length - first, -1, head).transpose(1, 2), cos[:, :, first:],
+                signed_sin[:, :, first:])
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, :, first:], scale=attn.scaling,
                                          enable_gqa=True)
     out = attn.o_proj(out.transpose(1, 2).reshape(n, length - first, -1))
@@ -176,6 +179,11 @@ def _scatter(rows: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor
     return rows.new_zeros(size, rows.shape[-1]).index_copy(0, index, rows)
 
 
-def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding of ``x`` ``(N, heads, L, d)`` with ``cos``/``sin`` ``(N, L, d)`` (Llama's)."""
-    return x * cos[:, None] + rotate_half(x) * sin[:, None]
+def _rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Llama's rotary position embedding of ``x`` ``(N, heads, L, d)``; ``cos``, ``signed_sin`` are ``(N, 1, L, d)``.
+
+    Llama computes ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = [-x2, x1]``. Here the sign sits in
+    ``signed_sin = [-sin1, sin2]`` and the halves swap by one ``roll``: the same products, bit for bit, with one op
+    where ``rotate_half`` takes four (two slices, a negation, a concatenation), forward and backward.
+    """
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin

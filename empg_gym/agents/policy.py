@@ -803,7 +803,7 @@ def _distinct_rows(
     seen: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
     rows, index = [], []
     for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
-        key = (tuple(p.tolist()), tuple(r[:-1].tolist()))
+        key = (tuple(p.tolist()), tuple(r.tolist()[:-1]))  # a list slice: cheaper than a tensor view
         if key not in seen:
             seen[key] = len(rows)
             rows.append(i)

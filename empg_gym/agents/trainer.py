@@ -637,16 +637,16 @@ class Trainer:
             self.env_steps += len(rollout.samples)
             if attempt == 0:
                 first_metrics = dict(rollout.metrics)
-            samples = _renumber(rollout.samples, groups, trajs)
+            if not self.algo.filter_groups:
+                return list(rollout.samples), first_metrics
+            # ids shifted past the earlier batches' (only the kept samples: renumbering copies each one)
+            kept += _renumber(self._informative(rollout.samples), groups, trajs)
             groups += self.B
             trajs += self.B * self.G
-            if not self.algo.filter_groups:
-                return samples, first_metrics
-            kept += self._informative(samples)
             if len({s.group_id for s in kept}) >= self.B:
                 break
-        keep_ids = sorted({s.group_id for s in kept})[: self.B]
-        kept = [s for s in kept if s.group_id in set(keep_ids)]
+        keep_ids = set(sorted({s.group_id for s in kept})[: self.B])
+        kept = [s for s in kept if s.group_id in keep_ids]
         first_metrics.update({"dapo/rollout_batches": float(attempt + 1), "dapo/kept_groups": float(len(keep_ids))})
         return kept, first_metrics
 
