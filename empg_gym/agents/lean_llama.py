@@ -112,7 +112,7 @@ class LeanLlamaForCausalLM(LlamaForCausalLM):
         hidden = self.model.embed_tokens(input_ids.flatten().index_select(0, tokens))  # (tokens, width)
         cos, sin = self.model.rotary_emb(hidden, position_ids=position_ids)  # (N, L, head_dim)
         half = sin.shape[-1] // 2
-        cos, signed_sin = cos[:, None], torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)[:, None]  # _rotary's
+        cos, signed_sin = cos[:, None], torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)[:, None]  # (N, 1, L, d)
         # column i attends to the real columns j <= i; a padding column attends to itself only (its output is
         # never read, and a softmax over nothing would be NaN)
         index = torch.arange(length, device=device)
