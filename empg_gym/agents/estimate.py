@@ -213,12 +213,14 @@ def measure_speed(policy: Any, prompt: str, batch: int, decode_steps: int = 4) -
 
 
 def format_duration(seconds: float) -> str:
-    """Write a duration for people: ``"0.4 s"``, ``"42 s"``, ``"3.5 min"``, ``"2.1 h"``, ``"4.2 days"``.
+    """Write a duration for people: ``"12 ms"``, ``"0.4 s"``, ``"42 s"``, ``"3.5 min"``, ``"2.1 h"``, ``"4.2 days"``.
 
     Example:
-        >>> [format_duration(s) for s in (0.42, 42, 210, 7560, 4.2 * 86400)]
-        ['0.4 s', '42 s', '3.5 min', '2.1 h', '4.2 days']
+        >>> [format_duration(s) for s in (0.012, 0.42, 42, 210, 7560, 4.2 * 86400)]
+        ['12 ms', '0.4 s', '42 s', '3.5 min', '2.1 h', '4.2 days']
     """
+    if seconds < 0.1:  # a tiny model's forward: "0.0 s" would say nothing
+        return f"{seconds * 1e3:.1f} ms" if seconds < 0.01 else f"{seconds * 1e3:.0f} ms"
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 90:

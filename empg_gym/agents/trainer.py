@@ -480,7 +480,7 @@ class Trainer:
                  f"rollout {format_duration(est.rollout)}, update {format_duration(est.update)}, if every trajectory "
                  f"runs all {sizes.steps} steps), up to about {format_duration(left * est.total)} for {left} "
                  f"update{'s' * (left != 1)}; from a "
-                 f"{speed.seconds:.0f} s measurement of this model on a {speed.prompt_tokens}-token prompt, "
+                 f"{format_duration(speed.seconds)} measurement of this model on a {speed.prompt_tokens}-token prompt, "
                  "so a rough guide, not a promise")
         if self.policy.device.type == "cpu" and est.total > SLOW_UPDATE_S:
             self._warn(self._too_slow(speed, est.total, sizes.describe()))
@@ -513,7 +513,7 @@ class Trainer:
             return
         self._first_step_seen = True
         sizes = Sizes.of(self.config, self.algo)
-        line = f"first rollout step: {seconds:.1f} s for {self.B * self.G} trajectories"
+        line = f"first rollout step: {format_duration(seconds)} for {self.B * self.G} trajectories"
         if self.speed is not None:
             est = revised_estimate(seconds, self.speed, sizes)
             left = self.config.updates - self.update_step

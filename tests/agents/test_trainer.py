@@ -374,14 +374,14 @@ def test_killed_run_resumes_with_one_row_per_update(tmp_path, kill_after):
 def test_log_tells_the_estimate_the_first_step_and_every_update(tmp_path):
     lines = []
     Trainer(_cfg(updates=2), tmp_path, log=lines.append).train()
-    duration = r"[\d.]+ (s|min|h|days)"
+    duration = r"[\d.]+ (ms|s|min|h|days)"
     assert len(lines) == 4, lines
     assert re.fullmatch(rf"estimate: up to about {duration} per update on this CPU \(2 tasks x 4 trajectories x 10 steps "
                         rf"x 1 token: rollout {duration}, update {duration}, if every trajectory runs all 10 steps\), "
                         rf"up to about {duration} for 2 updates; from a "
-                        r"[\d.]+ s measurement of this model on a \d+-token prompt, so a rough guide, not a promise",
+                        r"[\d.]+ m?s measurement of this model on a \d+-token prompt, so a rough guide, not a promise",
                         lines[0]), lines[0]
-    assert re.fullmatch(rf"first rollout step: [\d.]+ s for 8 trajectories; revised estimate for update 1: up to "
+    assert re.fullmatch(rf"first rollout step: [\d.]+ m?s for 8 trajectories; revised estimate for update 1: up to "
                         rf"about {duration} of rollout \(10 steps at most\) \+ {duration} of update = {duration}; up to "
                         rf"about {duration} for 2 updates",
                         lines[1]), lines[1]
