@@ -17,9 +17,10 @@ and spread would need at 80% power.
 The ablation bench holds the baseline runs (``grpo``, ``empg``, ``empg-g``) that the other questions compare
 against, on the same seeds, so a setting equal to a default is trained once: the other benches train only what
 differs (``renyi2``; the dense rewards; the grid cells other than k = 1 with zeta = 0 or 0.05), 300 runs. Measured
-on this project's 2 cores, 2 runs at a time, the benches printed 7.5, 13.6, 40.1 and 7.3 min for those 300 (30,
-60, 180 and 30 runs), and 7.2-8.1 min per 30 held-out runs of a confirmation. With ``--reuse`` of the headline's ``keyrooms`` bench the ablation trains none;
-without it, 240 more runs.
+on this project's 2 cores, 2 runs at a time, from scratch: the benches printed 53.3 min for the ablation's 240 runs,
+6.2, 13.5, 41.2 and 6.2 min for the other 300 (30, 60, 180 and 30 runs), and 6.5-6.7 min per 30 held-out runs of a
+confirmation (140 min in all, with three confirmations). With ``--reuse`` of the headline's ``keyrooms`` bench the
+ablation trains none.
 
     python scripts/empg_research.py --out runs/research --reuse runs/headline/keyrooms   # all, then the report
     python scripts/empg_research.py --out runs/research --only grid                      # one question
@@ -176,9 +177,22 @@ def confirm_labels(pairs: list[tuple[str, str]]) -> list[str]:
     return sorted({a for pair in pairs for a in pair} - baseline)
 
 
-def confirmation(out: Path, pairs: list[tuple[str, str]]) -> tuple[list[str], list[str] | None]:
+def held_verdicts(won: list[str], held: list[str]) -> tuple[list[str], list[str]]:
+    """Split the held-out seeds' verdicts ``held`` into those repeating one of ``won`` (the question's own: same
+    pair, direction, split and budget) and the others, which the question's seeds did not resolve."""  # noqa: D205
+    return [v for v in won if v in held], [v for v in held if v not in won]
+
+
+def held_summary(kept: list[str], other: list[str]) -> str:
+    """The summary line's account of a question's held-out confirmation."""
+    return (f"; on held-out seeds {span(CONFIRM_SEEDS)} " + (f"these hold: {'; '.join(kept)}" if kept else
+                                                           "none of them holds")
+            + (f" (the held-out seeds resolve another instead: {'; '.join(other)})" if other else ""))
+
+
+def confirmation(out: Path, pairs: list[tuple[str, str]], won: list[str]) -> tuple[list[str], list[str] | None]:
     """Return ``(markdown, verdicts)``: ``pairs`` on the held-out seeds and the verdicts that resolve there
-    (``None`` when there is nothing to confirm or its runs are not there yet)."""  # noqa: D205
+    (``None`` when there is nothing to confirm or its runs are not there yet); ``won`` are the question's own."""  # noqa: D205
     if not pairs:
         return [], None
     labels = confirm_labels(pairs)
@@ -188,10 +202,14 @@ def confirmation(out: Path, pairs: list[tuple[str, str]]) -> tuple[list[str], li
     rows = rows_of([*folders, out / BASELINE], CONFIRM_SEEDS)
     lines, budget = pair_table(rows, ENV, pairs, every_env_steps(out / BASELINE))
     held = resolved(lines)
+    kept, other = held_verdicts(won, held)
     cmds = [f"empg-gym {' '.join(confirm_command(a, Path('runs/research'), _seeds(CONFIRM_SEEDS)))}" for a in labels]
     return [f"**Held-out confirmation.** The resolved pairs again, on seeds {span(CONFIRM_SEEDS)} (not looked at "
             "above):", "", "```bash", *cmds, "```", "", *table_header(budget), *lines, "",
-            "Resolved on the held-out seeds (computed): " + ("; ".join(held) if held else "none") + ".", ""], held
+            "Resolved on the held-out seeds (computed): " + ("; ".join(held) if held else "none") + ". Verdicts of "
+            "the question's seeds that hold again: " + ("; ".join(kept) if kept else "none") + "."
+            + (" What resolves on the held-out seeds only is no verdict either: a third set of seeds would have to "
+               "repeat it." if other else ""), ""], held
 
 
 def _seeds(seeds: tuple[int, ...]) -> str:
@@ -252,13 +270,12 @@ def write_doc(out: Path, doc: Path) -> None:
                                            f"none: every difference is inside the noise of {len(seeds)} seeds") +
                f". Of {tests} comparisons at 95% each, about {tests / 20:.1f} would resolve by chance if no setting "
                "differed.", ""]
-        confirm_md, held = confirmation(out, to_confirm(name, lines))
+        confirm_md, held = confirmation(out, to_confirm(name, lines), won)
         md += confirm_md
         counts = [counts[0] + tests, counts[1] + len(won)]
         summary.append(f"- **{name}** ({len(seeds)} seeds): {len(won)} of {tests} comparisons resolve"
                        + (f" ({'; '.join(won)})" if won else "")
-                       + ("" if held is None else f"; on held-out seeds {span(CONFIRM_SEEDS)} "
-                          + (f"these hold: {'; '.join(held)}" if held else "none of them holds")) + ".")
+                       + ("" if held is None else held_summary(*held_verdicts(won, held))) + ".")
         if name == "grid":
             md += ["Mean sampled success at the last update, ID / OOD:", "", *grid_table(question_rows(out, name)), ""]
         for bench in exp.benches:

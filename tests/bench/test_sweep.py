@@ -135,3 +135,15 @@ def test_a_research_confirmation_bench_trains_exactly_the_setting_it_names():
     assert len(folders) == len(set(labels))  # no two settings share a folder
     assert not set(research.CONFIRM_SEEDS) & {s for n, e in research.EXPERIMENTS.items() if n != "ablation"
                                                for s in e.seeds}
+
+
+def test_a_held_out_verdict_confirms_only_the_same_verdict():
+    """A verdict holds when the held-out seeds repeat it (same pair, direction, split, budget); a different one that
+    resolves there only is reported apart, never as a confirmation."""
+    research = load_script("empg_research")
+    won = ["b > a (ID, final)", "c > a (OOD, final)"]
+    kept, other = research.held_verdicts(won, ["a > b (OOD, matched env steps)", "c > a (OOD, final)"])
+    assert kept == ["c > a (OOD, final)"] and other == ["a > b (OOD, matched env steps)"]
+    line = research.held_summary(*research.held_verdicts(won, ["a > b (ID, final)"]))
+    assert "none of them holds" in line and "resolve another instead: a > b (ID, final)" in line
+    assert research.held_summary([], []).endswith("none of them holds")
