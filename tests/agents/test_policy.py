@@ -355,8 +355,8 @@ def test_scoring_each_distinct_row_once_changes_no_score_and_no_gradient(monkeyp
     torch.testing.assert_close(shared.log_probs, plain.log_probs)
     torch.testing.assert_close(shared.entropies, plain.entropies)
     assert shared_grads.keys() == plain_grads.keys()
-    for name in plain_grads:
-        torch.testing.assert_close(shared_grads[name], plain_grads[name], rtol=1e-4, atol=1e-6)
+    for name, grad in plain_grads.items():  # summed in another order: float rounding of the tensor's own size
+        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-5 * float(grad.abs().max()))
 
 
 def test_rows_are_not_shared_when_a_pass_is_random_or_watched():
