@@ -528,9 +528,10 @@ class Trainer:
         self._update_seconds.append(seconds)
         pace = statistics.median(self._update_seconds)
         left = (self.config.updates - self.update_step) * pace
+        when = f"about {format_duration(left)} left in this run" if left > 0 else "the run's last update"
         self.log(f"update {self.update_step}/{self.config.updates}: training success "
-                 f"{metrics.get('rollout/success_rate', float('nan')):.2f}; {pace:.1f} s per update (median), about "
-                 f"{left / 60:.1f} min left in this run; this update took {seconds:.1f} s")
+                 f"{metrics.get('rollout/success_rate', float('nan')):.2f}; {format_duration(pace)} per update "
+                 f"(median), {when}; this update took {format_duration(seconds)}")
 
     @property
     def max_rollout_batches(self) -> int:

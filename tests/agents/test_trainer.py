@@ -386,8 +386,9 @@ def test_log_tells_the_estimate_the_first_step_and_every_update(tmp_path):
                         rf"about {duration} for 2 updates",
                         lines[1]), lines[1]
     for i, line in enumerate(lines[2:], 1):
-        assert re.fullmatch(rf"update {i}/2: training success \d\.\d\d; [\d.]+ s per update \(median\), about "
-                            r"[\d.]+ min left in this run; this update took [\d.]+ s", line), line
+        when = rf"about {duration} left in this run" if i < 2 else "the run's last update"
+        assert re.fullmatch(rf"update {i}/2: training success \d\.\d\d; {duration} per update \(median\), "
+                            rf"{when}; this update took {duration}", line), line
 
 
 def _slow_cpu(monkeypatch):

@@ -191,8 +191,8 @@ def test_plots_are_written_from_the_runs(bench_out):
 
 def test_log_tells_the_pace_and_time_left(bench_out):
     _, _, lines = bench_out
-    assert any(re.search(r"update 1/2: training success \d\.\d\d; [\d.]+ s per update \(median\), about "
-                         r"[\d.]+ min left in this run", ln) for ln in lines)
+    assert any(re.search(r"update 1/2: training success \d\.\d\d; [\d.]+ (ms|s|min) per update \(median\), about "
+                         r"[\d.]+ (ms|s|min) left in this run", ln) for ln in lines)
     assert any(re.search(r"runs in [\d.]+ min, \d+ s each; about [\d.]+ min left for \d+ runs", ln) for ln in lines)
 
 
