@@ -752,7 +752,8 @@ class Trainer:
         torch.save({"python": random.getstate(), "numpy": np.random.get_state(),
                     "torch": torch.random.get_rng_state()}, tmp / "rng.pt")
         state = {"update": self.update_step, "rollout_batches": self.rollout_batches, "env_steps": self.env_steps,
-                 "attempt": self._attempt, "skipped_rounds": self._skipped, "config": self.config.to_dict()}
+                 "attempt": self._attempt, "skipped_rounds": self._skipped, "skipped_success": self._skipped_success,
+                 "config": self.config.to_dict()}
         (tmp / "state.json").write_text(json.dumps(state, default=str))
         if unc_state := self.uncertainty.state_dict():
             torch.save(unc_state, tmp / "uncertainty.pt")
@@ -787,6 +788,7 @@ class Trainer:
         self.evaluated_budget = self.env_steps // every * every if every else 0  # evaluated before the checkpoint
         self._attempt = int(state.get("attempt", 0))
         self._skipped = int(state.get("skipped_rounds", 0))
+        self._skipped_success = state.get("skipped_success")  # a resumed run that stopped solved says so again
         logger.info("resumed from %s at update %d", path, self.update_step)
 
     def close(self) -> None:

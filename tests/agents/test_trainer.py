@@ -296,6 +296,14 @@ def test_dapo_stops_short_when_its_rollout_budget_is_spent(tmp_path, monkeypatch
         resumed._stop_short()
     assert "every trajectory won" in caplog.text and "stops here, solved" in caplog.text
     assert all(r.levelname == "INFO" for r in caplog.records if "drew its" in r.getMessage())
+    # ... and a run resumed from that checkpoint says the same, not the warning.
+    caplog.clear()
+    again = Trainer(_cfg(algo="dapo", updates=2, max_steps=3, algo_overrides={"max_resample_batches": 2}), tmp_path,
+                    resume=True)
+    with caplog.at_level("INFO", logger="empg_gym.agents.trainer"):
+        assert again.train() == []
+    assert "stops here, solved" in caplog.text
+    assert all(r.levelname == "INFO" for r in caplog.records if "drew its" in r.getMessage())
 
 
 def test_every_algorithm_starts_from_the_same_first_rollouts(tmp_path):
