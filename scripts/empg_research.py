@@ -46,13 +46,14 @@ from pathlib import Path
 from empg_gym.bench.questions import (
     METRIC,
     SPLITS,
+    PairRow,
     bench_seeds,
     every_env_steps,
     pair_table,
     resolved,
     reuse_runs,
     span,
-    table_header,
+    table_markdown,
 )
 from empg_gym.bench.records import by_algo, final_scores, read_results
 from empg_gym.cli import bench_config, build_parser, main
@@ -156,18 +157,18 @@ def question_rows(out: Path, name: str) -> list[dict]:
     return rows_of([out / f for f in sorted({*exp.benches, BASELINE})], exp.seeds)
 
 
-def answer(out: Path, name: str) -> tuple[list[str], int | None]:
-    """Return ``(markdown rows, matched budget)`` of question ``name`` on its seeds (:func:`pair_table`)."""
+def answer(out: Path, name: str) -> tuple[list[PairRow], int | None]:
+    """Return ``(table rows, matched budget)`` of question ``name`` on its seeds (:func:`pair_table`)."""
     return pair_table(question_rows(out, name), ENV, EXPERIMENTS[name].pairs, every_env_steps(out / BASELINE))
 
 
-def to_confirm(name: str, lines: list[str]) -> list[tuple[str, str]]:
+def to_confirm(name: str, table: list[PairRow]) -> list[tuple[str, str]]:
     """The pairs of question ``name`` that resolve in its :func:`answer` rows (either split, either budget), when
     its seeds leave the held-out ones out (the ablation's include them: nothing is held out there)."""  # noqa: D205
     exp = EXPERIMENTS[name]
     if set(exp.seeds) & set(CONFIRM_SEEDS):
         return []
-    won = {exp.pairs[i % len(exp.pairs)] for i, line in enumerate(lines) if resolved([line])}  # split-major rows
+    won = {(row.x, row.y) for row in table if row.verdicts()}
     return [p for p in exp.pairs if p in won]
 
 
@@ -200,12 +201,12 @@ def confirmation(out: Path, pairs: list[tuple[str, str]], won: list[str]) -> tup
     if not all((f / "results.csv").is_file() for f in folders):
         return ["Held-out confirmation (seeds 30-59): not run yet.", ""], None
     rows = rows_of([*folders, out / BASELINE], CONFIRM_SEEDS)
-    lines, budget = pair_table(rows, ENV, pairs, every_env_steps(out / BASELINE))
-    held = resolved(lines)
+    table, budget = pair_table(rows, ENV, pairs, every_env_steps(out / BASELINE))
+    held = resolved(table)
     kept, other = held_verdicts(won, held)
     cmds = [f"empg-gym {' '.join(confirm_command(a, Path('runs/research'), _seeds(CONFIRM_SEEDS)))}" for a in labels]
     return [f"**Held-out confirmation.** The resolved pairs again, on seeds {span(CONFIRM_SEEDS)} (not looked at "
-            "above):", "", "```bash", *cmds, "```", "", *table_header(budget), *lines, "",
+            "above):", "", "```bash", *cmds, "```", "", *table_markdown(table, budget), "",
             "Resolved on the held-out seeds (computed): " + ("; ".join(held) if held else "none") + ". Verdicts of "
             "the question's seeds that hold again: " + ("; ".join(kept) if kept else "none") + "."
             + (" What resolves on the held-out seeds only is no verdict either: a third set of seeds would have to "
@@ -262,15 +263,15 @@ def write_doc(out: Path, doc: Path) -> None:
         seeds = sorted(set(exp.seeds) & set(bench_seeds(out / BASELINE)))
         cmds = [f"empg-gym {' '.join(command(b, Path('runs/research'), _seeds(exp.seeds)))}" for b in exp.benches]
         md += [f"Seeds {span(seeds)}. {exp.note}", "", "```bash", *cmds, "```", ""]
-        lines, budget = answer(out, name)
-        md += [*table_header(budget), *lines, ""]
-        won = resolved(lines)
-        tests = 2 * len(lines)  # each row: at the last update and at the matched budget
+        table, budget = answer(out, name)
+        md += [*table_markdown(table, budget), ""]
+        won = resolved(table)
+        tests = 2 * len(table)  # each row: at the last update and at the matched budget
         md += ["Resolved (computed): " + ("; ".join(won) if won else
                                            f"none: every difference is inside the noise of {len(seeds)} seeds") +
                f". Of {tests} comparisons at 95% each, about {tests / 20:.1f} would resolve by chance if no setting "
                "differed.", ""]
-        confirm_md, held = confirmation(out, to_confirm(name, lines), won)
+        confirm_md, held = confirmation(out, to_confirm(name, table), won)
         md += confirm_md
         counts = [counts[0] + tests, counts[1] + len(won)]
         summary.append(f"- **{name}** ({len(seeds)} seeds): {len(won)} of {tests} comparisons resolve"

@@ -35,7 +35,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from empg_gym.bench.questions import bench_seeds, every_env_steps, pair_table, reuse_runs, span, table_header
+from empg_gym.bench.questions import (
+    PairRow,
+    bench_seeds,
+    every_env_steps,
+    pair_table,
+    reuse_runs,
+    span,
+    table_markdown,
+)
 from empg_gym.bench.records import read_results
 from empg_gym.cli import bench_config, build_parser, main
 
@@ -69,8 +77,8 @@ def command(name: str, out: Path, seeds: str) -> list[str]:
             "--out", str(out / name)]
 
 
-def answer(folder: Path, q: Question) -> tuple[list[str], int | None]:
-    """Return ``(markdown rows, matched budget)`` of question ``q`` from its finished bench in ``folder``."""
+def answer(folder: Path, q: Question) -> tuple[list[PairRow], int | None]:
+    """Return ``(table rows, matched budget)`` of question ``q`` from its finished bench in ``folder``."""
     return pair_table(read_results(folder), q.env, q.pairs, every_env_steps(folder))
 
 
@@ -93,8 +101,8 @@ def write_doc(out: Path, doc: Path) -> None:
         ran_seeds = ",".join(map(str, ran))
         md += [f"## {name}: {q.title}", "", f"Seeds {span(ran)}:", "",
                f"```bash\nempg-gym {' '.join(command(name, Path('runs/headline'), ran_seeds))}\n```", ""]
-        lines, budget = answer(folder, q)
-        md += [*table_header(budget), *lines, "",
+        table, budget = answer(folder, q)
+        md += [*table_markdown(table, budget), "",
                f"The bench's full report: `{folder.name}/report.md` (IQM, curves, per-type tables).", ""]
     doc.write_text("\n".join(md), encoding="utf-8")
     print(f"wrote {doc}")

@@ -255,6 +255,11 @@ class Comparison(NamedTuple):
     needed: int | None
     runs: tuple[int, int]
 
+    @property
+    def resolved(self) -> bool:
+        """Whether the interval of ``P(X > Y)`` excludes 1/2: one algorithm beats the other."""
+        return self.low > 0.5 or self.high < 0.5
+
 
 def compare(x: str, scores_x: Sequence[float], y: str, scores_y: Sequence[float], *, reps: int = REPS,
             seed: int = 0) -> Comparison:
@@ -297,10 +302,8 @@ def verdict(c: Comparison) -> str:
         >>> verdict(Comparison("a", "b", 0.5, 0.36, 0.65, 0.0001, 1330136, (30, 30)))
         'unresolved (needs over 10,000 seeds per algorithm)'
     """
-    if c.low > 0.5:
-        return f"{c.x} > {c.y}"
-    if c.high < 0.5:
-        return f"{c.y} > {c.x}"
+    if c.resolved:
+        return f"{c.x} > {c.y}" if c.low > 0.5 else f"{c.y} > {c.x}"
     if c.needed is None:
         return "unresolved (no difference observed)"
     if c.needed <= max(c.runs):  # the normal approximation is optimistic for these runs

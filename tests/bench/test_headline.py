@@ -14,6 +14,7 @@ from empg_gym.bench import get_preset, run_bench
 from empg_gym.bench.presets import RUN_SETTINGS
 from empg_gym.bench.questions import reuse_runs
 from empg_gym.bench.records import RESULT, run_dir
+from empg_gym.bench.stats import verdict
 from empg_gym.cli import bench_config, build_parser
 from tests.bench.test_bench import _bench
 from tests.scripts import load_script
@@ -43,11 +44,13 @@ def test_answer_and_reuse_on_a_small_real_bench(headline, tmp_path):
     cfg = _bench(seeds=(0, 1), updates=2, eval_samples=1, eval_every_env_steps=40)
     run_bench(cfg, tmp_path / "src", log=lambda _: None)
     q = headline.Question("t", "EMPG-KeyDoor-v0", ("grpo", "empg"), (("empg", "grpo"),))
-    lines, budget = headline.answer(tmp_path / "src", q)
-    assert budget and budget % 40 == 0 and len(lines) == 2  # one row per eval split
-    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    table, budget = headline.answer(tmp_path / "src", q)
+    assert budget and budget % 40 == 0 and len(table) == 2  # one row per eval split
+    assert [(r.x, r.y, r.split, r.runs) for r in table] == [("empg", "grpo", "ID", (2, 2)), ("empg", "grpo", "OOD", (2, 2))]
+    cells = [c.strip() for c in table[0].markdown().strip("|").split("|")]
     assert cells[:3] == ["`empg` vs `grpo`", "ID", "2 / 2"] and len(cells) == 9
     assert 0.0 <= float(cells[4].split()[0]) <= 1.0 and ("unresolved" in cells[5] or ">" in cells[5])
+    assert table[0].matched is not None and cells[8] == verdict(table[0].matched.comparison)
 
     # reuse copies only from a bench whose settings are the question's
     want = dataclasses.replace(get_preset("study"), envs=("EMPG-KeyDoor-v0",), algos=("grpo",), seeds=(0, 1))
